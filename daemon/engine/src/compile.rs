@@ -374,11 +374,11 @@ pub fn compile_rule(
         let offset = identifiers.len();
         let mut filter_identifiers = compile_identifiers(&filter.detection, placeholders)
             .map_err(|err| format!("filter '{}': {err}", filter.meta.title))?;
+        let filter_condition = compile_conditions(&filter.detection, &filter_identifiers, offset)
+            .map_err(|err| format!("filter '{}': {err}", filter.meta.title))?;
         for identifier in &mut filter_identifiers {
             identifier.name = format!("{}:{}", filter.meta.title, identifier.name);
         }
-        let filter_condition = compile_conditions(&filter.detection, &filter_identifiers, offset)
-            .map_err(|err| format!("filter '{}': {err}", filter.meta.title))?;
         identifiers.extend(filter_identifiers);
         condition = CondNode::And(vec![condition, CondNode::Not(Box::new(filter_condition))]);
     }
