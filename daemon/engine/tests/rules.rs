@@ -65,9 +65,11 @@ fn expected(f: impl Fn(bool, bool, bool, bool) -> bool) -> Vec<bool> {
         .collect()
 }
 
+type Truth = Box<dyn Fn(bool, bool, bool, bool) -> bool>;
+
 #[test]
 fn boolean_operators_and_precedence() {
-    let cases: Vec<(&str, Box<dyn Fn(bool, bool, bool, bool) -> bool>)> = vec![
+    let cases: Vec<(&str, Truth)> = vec![
         ("sel_a and sel_b", Box::new(|a, b, _, _| a && b)),
         ("sel_a or sel_b", Box::new(|a, b, _, _| a || b)),
         ("not sel_a", Box::new(|a, _, _, _| !a)),

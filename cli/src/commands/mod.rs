@@ -1,0 +1,59 @@
+//! One module per subcommand, plus the rule loading they share.
+
+pub mod eval;
+pub mod validate;
+
+use std::path::Path;
+
+use anyhow::Context;
+use rsigma_engine::{Engine, RuleError, load_rules};
+
+use crate::exit::CliError;
+
+/// The outcome of loading and compiling a rules file or directory.
+pub struct CompiledRules {
+    /// The engine holding every rule that loaded and compiled.
+    pub engine: Engine,
+    /// Number of rules the loader parsed (before compilation).
+    pub parsed: usize,
+    /// Every load, parse and compile error, in that order.
+    pub errors: Vec<RuleError>,
+    /// Number of load and parse errors (the first entries of `errors`).
+    pub load_failed: usize,
+    /// Number of distinct parsed rules that then failed to compile.
+    pub compile_failed: usize,
+}
+
+/// Loads every rule under `path` (a file or a directory, recursively) and compiles them.
+///
+/// Fails with exit code 2 only when `path` itself cannot be read; individual rule
+/// failures are returned in [`CompiledRules::errors`] for the caller to report.
+pub fn load_and_compile(path: &Path) -> Result<CompiledRules, CliError> {
+    std::fs::metadata(path)
+        .with_context(|| format!("the rules path '{}' could not be read", path.display()))
+        .map_err(CliError::rules)?;
+
+    let loaded = load_rules(path);
+    let parsed = loaded.rule_set.len();
+    let mut errors = loaded.errors;
+    let load_failed = errors.len();
+    let (engine, compile_errors) = Engine::compile(&loaded.rule_set);
+
+    // A single rule may report several compile errors; count rules, not messages.
+    let mut failed: Vec<(&Path, Option<&str>)> = compile_errors
+        .iter()
+        .map(|e| (e.file.as_path(), e.rule.as_deref()))
+        .collect();
+    failed.sort_unstable();
+    failed.dedup();
+    let compile_failed = failed.len();
+
+    errors.extend(compile_errors);
+    Ok(CompiledRules {
+        engine,
+        parsed,
+        errors,
+        load_failed,
+        compile_failed,
+    })
+}
