@@ -31,6 +31,8 @@ pub struct MatchBuffers {
 /// The output-facing facts of a rule, shared by every detection it emits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleInfo {
+    /// Position of the rule in its engine's evaluation order.
+    pub index: usize,
     /// `title`.
     pub title: String,
     /// `id`.
@@ -41,6 +43,13 @@ pub struct RuleInfo {
     pub level: Option<String>,
     /// `tags`.
     pub tags: Vec<String>,
+}
+
+impl RuleInfo {
+    /// True when `reference` names this rule by id or name.
+    pub fn is_referenced_by(&self, reference: &str) -> bool {
+        self.id.as_deref() == Some(reference) || self.name.as_deref() == Some(reference)
+    }
 }
 
 /// What an item tests.
@@ -363,6 +372,7 @@ pub type Placeholders = std::collections::HashMap<String, Vec<String>>;
 
 /// Compiles one detection rule, with the filters that apply to it.
 pub fn compile_rule(
+    index: usize,
     rule: &SigmaRule,
     filters: &[&FilterRule],
     placeholders: &Placeholders,
@@ -384,6 +394,7 @@ pub fn compile_rule(
     }
     Ok(CompiledRule {
         info: Arc::new(RuleInfo {
+            index,
             title: rule.meta.title.clone(),
             id: rule.meta.id.clone(),
             name: rule.meta.name.clone(),

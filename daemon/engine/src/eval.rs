@@ -16,6 +16,9 @@ use crate::rule::{FilterRule, SigmaRule};
 /// A rule that matched an event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Detection {
+    /// The rule that matched (its id and name, for correlations to refer to).
+    #[serde(skip)]
+    pub rule: Arc<RuleInfo>,
     /// The rule's title.
     pub rule_title: String,
     /// The rule's id.
@@ -76,7 +79,7 @@ impl Engine {
         let mut errors = Vec::new();
         for rule in &rule_set.rules {
             let filters = filters_for(rule, &rule_set.filters);
-            match compile_rule(rule, &filters, &options.placeholders) {
+            match compile_rule(rules.len(), rule, &filters, &options.placeholders) {
                 Ok(compiled) => rules.push(compiled),
                 Err(reason) => errors.push(RuleError::new(
                     &rule.meta.origin.file,
@@ -198,6 +201,7 @@ fn explain(rule: &CompiledRule, event: &Value, buffers: &mut MatchBuffers) -> De
     }
     let info = &rule.info;
     Detection {
+        rule: Arc::clone(info),
         rule_title: info.title.clone(),
         rule_id: info.id.clone(),
         level: info.level.clone(),
