@@ -27,6 +27,7 @@
 
 pub mod compile;
 pub mod condition;
+pub mod correlation;
 pub mod error;
 pub mod eval;
 pub mod event;
@@ -35,9 +36,11 @@ pub mod matcher;
 pub mod parser;
 pub mod pattern;
 pub mod rule;
+pub mod state;
 pub mod timestamp;
 
 pub use compile::{Placeholders, RuleInfo};
+pub use correlation::{CorrelationEngine, CorrelationMatch, CorrelationOptions};
 pub use error::RuleError;
 pub use eval::{CompileOptions, Detection, Engine, MatchedField, Scratch};
 pub use parser::{LoadedRules, RuleSet, load_rules, parse_rules};

@@ -1,0 +1,2 @@
+//! Criterion bench for the SQLite state store (placeholder, filled in below).
+fn main() {}
