@@ -8,6 +8,7 @@
 mod commands;
 mod diag;
 mod exit;
+mod options;
 
 use std::process::ExitCode;
 

@@ -14,12 +14,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
+use rsigma_engine::correlation::{CorrelationEngine, CorrelationMatch};
 use rsigma_engine::{Detection, Engine, MatchedField, Scratch};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::diag::Diagnostics;
 use crate::exit::{CliError, Code};
+use crate::options::CorrelationArgs;
 
 /// Arguments of `rsigma engine eval`.
 #[derive(Debug, Args)]
@@ -41,9 +43,12 @@ pub struct EvalArgs {
     #[arg(long)]
     pub pretty: bool,
 
-    /// Exit with code 1 when at least one detection was emitted.
+    /// Exit with code 1 when at least one detection or correlation match was emitted.
     #[arg(long)]
     pub fail_on_detection: bool,
+
+    #[command(flatten)]
+    pub correlation: CorrelationArgs,
 }
 
 /// Name used for stdin in warnings.
@@ -61,7 +66,7 @@ pub fn run(args: &EvalArgs, diag: &Diagnostics) -> Result<Code, CliError> {
     // and nothing is written to stdout.
     let sources = open_sources(&args.events)?;
 
-    let compiled = super::load_and_compile(&args.rules)?;
+    let compiled = super::load_and_compile(&args.rules, &args.correlation.options())?;
     if !compiled.errors.is_empty() {
         for error in &compiled.errors {
             diag.error(error);
@@ -80,9 +85,14 @@ pub fn run(args: &EvalArgs, diag: &Diagnostics) -> Result<Code, CliError> {
         ));
     }
 
+    let has_correlations = compiled.correlations.is_some();
     let stdout = io::stdout();
     let mut run = Evaluation {
         engine: &compiled.engine,
+        correlations: compiled.correlations,
+        correlation_matches: Vec::new(),
+        no_detections: args.correlation.no_detections,
+        correlated: 0,
         scratch: compiled.engine.new_scratch(),
         detections: Vec::new(),
         line: Vec::with_capacity(8 * 1024),
@@ -105,10 +115,17 @@ pub fn run(args: &EvalArgs, diag: &Diagnostics) -> Result<Code, CliError> {
         Err(Stop::Fatal(error)) => return Err(error),
     }
 
-    diag.stats(format_args!(
-        "Processed {} events, {} matches.",
-        run.events, run.matches
-    ));
+    if has_correlations {
+        diag.stats(format_args!(
+            "Processed {} events, {} detection matches, {} correlation matches.",
+            run.events, run.matches, run.correlated
+        ));
+    } else {
+        diag.stats(format_args!(
+            "Processed {} events, {} matches.",
+            run.events, run.matches
+        ));
+    }
     if run.malformed > 0 {
         diag.stats(format_args!("Skipped {} malformed events.", run.malformed));
     }
@@ -239,6 +256,13 @@ struct Record<'a> {
 /// The state of one `eval` run.
 struct Evaluation<'a, W: Write> {
     engine: &'a Engine,
+    correlations: Option<CorrelationEngine>,
+    /// Reused per event.
+    correlation_matches: Vec<CorrelationMatch>,
+    /// `--no-detections`: leave out detections of correlation-only rules.
+    no_detections: bool,
+    /// Correlation records emitted.
+    correlated: u64,
     scratch: Scratch,
     /// Reused per event.
     detections: Vec<Detection>,
@@ -315,17 +339,33 @@ impl<W: Write> Evaluation<'_, W> {
         self.detections.clear();
         self.engine
             .evaluate_into(event, &mut self.scratch, &mut self.detections);
-        let event = self.include_event.then_some(event);
+        let included = self.include_event.then_some(event);
         for detection in &self.detections {
-            write_record(&mut self.out, detection, event, self.pretty).map_err(Stop::write)?;
+            if self.no_detections
+                && self
+                    .correlations
+                    .as_ref()
+                    .is_some_and(|c| c.is_correlation_only(detection.rule.index))
+            {
+                continue;
+            }
+            write_record(&mut self.out, detection, included, self.pretty).map_err(Stop::write)?;
             self.matches += 1;
+        }
+        if let Some(correlations) = &mut self.correlations {
+            self.correlation_matches.clear();
+            correlations.process(event, &self.detections, &mut self.correlation_matches);
+            for found in &self.correlation_matches {
+                write_json(&mut self.out, found, self.pretty).map_err(Stop::write)?;
+                self.correlated += 1;
+            }
         }
         Ok(())
     }
 
     /// The exit code of a run that was not stopped by an error.
     fn exit_code(&self, fail_on_detection: bool) -> Code {
-        if fail_on_detection && self.matches > 0 {
+        if fail_on_detection && self.matches + self.correlated > 0 {
             Code::Detections
         } else {
             Code::Success
@@ -358,10 +398,15 @@ fn write_record(
         matched_fields: &detection.matched_fields,
         event,
     };
+    write_json(out, &record, pretty)
+}
+
+/// Writes one record followed by a newline.
+fn write_json(out: &mut impl Write, record: &impl Serialize, pretty: bool) -> io::Result<()> {
     if pretty {
-        serde_json::to_writer_pretty(&mut *out, &record)?;
+        serde_json::to_writer_pretty(&mut *out, record)?;
     } else {
-        serde_json::to_writer(&mut *out, &record)?;
+        serde_json::to_writer(&mut *out, record)?;
     }
     out.write_all(b"\n")
 }

@@ -6,6 +6,7 @@ pub mod validate;
 use std::path::Path;
 
 use anyhow::Context;
+use rsigma_engine::correlation::{CorrelationEngine, CorrelationOptions};
 use rsigma_engine::{Engine, RuleError, load_rules};
 
 use crate::exit::CliError;
@@ -14,6 +15,8 @@ use crate::exit::CliError;
 pub struct CompiledRules {
     /// The engine holding every rule that loaded and compiled.
     pub engine: Engine,
+    /// The correlation rules, when there are any and they all resolved.
+    pub correlations: Option<CorrelationEngine>,
     /// Number of rules the loader parsed (before compilation).
     pub parsed: usize,
     /// Every load, parse and compile error, in that order.
@@ -24,11 +27,15 @@ pub struct CompiledRules {
     pub compile_failed: usize,
 }
 
-/// Loads every rule under `path` (a file or a directory, recursively) and compiles them.
+/// Loads every rule under `path` (a file or a directory, recursively) and
+/// compiles them, correlation rules included.
 ///
 /// Fails with exit code 2 only when `path` itself cannot be read; individual rule
 /// failures are returned in [`CompiledRules::errors`] for the caller to report.
-pub fn load_and_compile(path: &Path) -> Result<CompiledRules, CliError> {
+pub fn load_and_compile(
+    path: &Path,
+    correlation: &CorrelationOptions,
+) -> Result<CompiledRules, CliError> {
     std::fs::metadata(path)
         .with_context(|| format!("the rules path '{}' could not be read", path.display()))
         .map_err(CliError::rules)?;
@@ -37,7 +44,18 @@ pub fn load_and_compile(path: &Path) -> Result<CompiledRules, CliError> {
     let parsed = loaded.rule_set.len();
     let mut errors = loaded.errors;
     let load_failed = errors.len();
-    let (engine, compile_errors) = Engine::compile(&loaded.rule_set);
+    let (engine, mut compile_errors) = Engine::compile(&loaded.rule_set);
+    let correlations = if loaded.rule_set.correlations.is_empty() {
+        None
+    } else {
+        match CorrelationEngine::new(&loaded.rule_set.correlations, &engine, correlation.clone()) {
+            Ok(correlations) => Some(correlations),
+            Err(errors) => {
+                compile_errors.extend(errors);
+                None
+            }
+        }
+    };
 
     // A single rule may report several compile errors; count rules, not messages.
     let mut failed: Vec<(&Path, Option<&str>)> = compile_errors
@@ -51,6 +69,7 @@ pub fn load_and_compile(path: &Path) -> Result<CompiledRules, CliError> {
     errors.extend(compile_errors);
     Ok(CompiledRules {
         engine,
+        correlations,
         parsed,
         errors,
         load_failed,

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use rsigma_engine::correlation::CorrelationOptions;
 
 use crate::diag::Diagnostics;
 use crate::exit::{CliError, Code};
@@ -21,7 +22,7 @@ pub struct ValidateArgs {
 
 /// Runs `rsigma rule validate`.
 pub fn run(args: &ValidateArgs, diag: &Diagnostics) -> Result<Code, CliError> {
-    let compiled = super::load_and_compile(&args.path)?;
+    let compiled = super::load_and_compile(&args.path, &CorrelationOptions::default())?;
     for error in &compiled.errors {
         diag.error(error);
     }
