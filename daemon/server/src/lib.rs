@@ -1,0 +1,3 @@
+//! The rsigma detection daemon.
+
+pub mod input;
