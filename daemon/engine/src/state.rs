@@ -151,6 +151,17 @@ pub enum StateError {
         /// The journal mode SQLite kept.
         mode: String,
     },
+    /// Reading the file failed before SQLite opened it.
+    #[error("state db {path}: {operation}: {source}")]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// What the store was doing.
+        operation: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The directory meant to hold the database does not exist.
     #[error("state db {path}: open: directory {dir} does not exist")]
     MissingDirectory {
@@ -246,6 +257,7 @@ impl StateStore {
                 path,
             });
         }
+        check_header(&path)?;
         // No SQLITE_OPEN_URI: the path is a file name, never a `file:` URI.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -600,6 +612,38 @@ impl StateStore {
         let _ = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+}
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Refuses an existing non-empty file that does not start with the SQLite
+/// header. SQLite itself would take a file shorter than one page for an empty
+/// database and overwrite it.
+fn check_header(path: &Path) -> Result<(), StateError> {
+    use std::io::Read;
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        operation: "open",
+        source,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut header = Vec::with_capacity(SQLITE_HEADER.len());
+    file.take(SQLITE_HEADER.len() as u64)
+        .read_to_end(&mut header)
+        .map_err(io)?;
+    if header.is_empty() || header == SQLITE_HEADER {
+        Ok(())
+    } else {
+        Err(StateError::Foreign {
+            path: path.to_path_buf(),
+            reason: "the file is not a SQLite database".into(),
+        })
     }
 }
 
