@@ -43,4 +43,4 @@ pub use compile::{Placeholders, RuleInfo};
 pub use correlation::{CorrelationEngine, CorrelationMatch, CorrelationOptions};
 pub use error::RuleError;
 pub use eval::{CompileOptions, Detection, Engine, MatchedField, Scratch};
-pub use parser::{LoadedRules, RuleSet, load_rules, parse_rules};
+pub use parser::{LoadedRules, RuleSet, RulesDigest, load_rules, parse_rules};

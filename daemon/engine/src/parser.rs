@@ -69,6 +69,9 @@ pub struct LoadedRules {
     pub rule_set: RuleSet,
     /// One entry per file or document that could not be read or parsed.
     pub errors: Vec<RuleError>,
+    /// The content hash of the files read (see [`RulesDigest`]); empty for
+    /// text parsed with [`parse_rules`].
+    pub digest: String,
 }
 
 /// Loads a rule file, or every `.yml`/`.yaml` file below a directory
@@ -83,9 +86,11 @@ pub fn load_rules(path: &Path) -> LoadedRules {
             return loaded;
         }
     };
+    let mut digest = RulesDigest::default();
     for file in files {
         match fs::read_to_string(&file) {
             Ok(text) => {
+                digest.add(relative_name(path, &file), &text);
                 let parsed = parse_rules(&text, &file);
                 loaded.rule_set.extend(parsed.rule_set);
                 loaded.errors.extend(parsed.errors);
@@ -97,7 +102,57 @@ pub fn load_rules(path: &Path) -> LoadedRules {
             )),
         }
     }
+    loaded.digest = digest.finish();
     loaded
+}
+
+/// The name a file is hashed under: its path below the rules root with `/`
+/// separators, or its file name when the root is the file itself.
+fn relative_name(root: &Path, file: &Path) -> String {
+    let relative = file
+        .strip_prefix(root)
+        .ok()
+        .filter(|r| !r.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new(file.file_name().unwrap_or_default()));
+    relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The content hash of a rule set: SHA-256 over each file, in name order, as
+/// `name NUL length NUL content`. Anyone holding the same files by the same
+/// names (the operator holds them as ConfigMap keys) computes the same hash.
+#[derive(Debug, Default)]
+pub struct RulesDigest {
+    files: Vec<(String, Vec<u8>)>,
+}
+
+impl RulesDigest {
+    /// Adds one file.
+    pub fn add(&mut self, name: impl Into<String>, content: &str) {
+        self.files.push((name.into(), content.as_bytes().to_vec()));
+    }
+
+    /// The lowercase hex SHA-256.
+    pub fn finish(mut self) -> String {
+        use sha2::{Digest, Sha256};
+        self.files.sort();
+        let mut hasher = Sha256::new();
+        for (name, content) in &self.files {
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(content.len().to_string().as_bytes());
+            hasher.update([0]);
+            hasher.update(content);
+        }
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
@@ -112,6 +167,11 @@ fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
             fs::read_dir(&dir).map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
         for entry in entries {
             let entry = entry.map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
+            // Hidden entries are skipped: a Kubernetes ConfigMap volume holds
+            // every file twice, once under `..data/` and once as a link to it.
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
             let entry_path = entry.path();
             if entry_path.is_dir() {
                 pending.push(entry_path);

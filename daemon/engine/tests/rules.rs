@@ -320,3 +320,23 @@ fn yaml_errors_name_the_file() {
     let loaded = parse_rules("title: x\nlogsource: {}\n", Path::new("nodet.yml"));
     assert!(loaded.errors[0].to_string().contains("missing 'detection'"));
 }
+
+#[test]
+fn directories_skip_hidden_entries_and_hash_their_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = "title: R\nlogsource: {product: x}\ndetection:\n  sel: {A: 1}\n  condition: sel\n";
+    std::fs::create_dir(dir.path().join("..data")).unwrap();
+    std::fs::write(dir.path().join("..data/r.yml"), rule).unwrap();
+    std::fs::write(dir.path().join("r.yml"), rule).unwrap();
+    let loaded = rsigma_engine::load_rules(dir.path());
+    assert_eq!(
+        loaded.rule_set.len(),
+        1,
+        "the ..data copy is not loaded twice"
+    );
+    let mut digest = rsigma_engine::RulesDigest::default();
+    digest.add("r.yml", rule);
+    assert_eq!(loaded.digest, digest.finish());
+    std::fs::write(dir.path().join("r.yml"), rule.replace("A: 1", "A: 2")).unwrap();
+    assert_ne!(rsigma_engine::load_rules(dir.path()).digest, loaded.digest);
+}

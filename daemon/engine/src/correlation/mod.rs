@@ -356,6 +356,12 @@ impl CorrelationEngine {
         if !errors.is_empty() {
             return Err(errors);
         }
+        // Persisted state is keyed by these: make them unique.
+        for i in 1..rules.len() {
+            if rules[..i].iter().any(|r| r.key == rules[i].key) {
+                rules[i].key = format!("{}#{i}", rules[i].key);
+            }
+        }
         if let Some(cycle) = find_cycle(&rules) {
             let rule = &correlations[cycle];
             return Err(vec![RuleError::new(
