@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use rsigma_engine::correlation::{CorrelationEngine, CorrelationMatch};
-use rsigma_engine::{Detection, Engine, MatchedField, Scratch};
+use rsigma_engine::{Detection, Engine, Scratch};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -240,19 +240,6 @@ impl Stop {
     }
 }
 
-/// One detection as written to stdout.
-#[derive(Serialize)]
-struct Record<'a> {
-    rule_title: &'a str,
-    rule_id: Option<&'a str>,
-    level: Option<&'a str>,
-    tags: &'a [String],
-    matched_selections: &'a [String],
-    matched_fields: &'a [MatchedField],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event: Option<&'a Value>,
-}
-
 /// The state of one `eval` run.
 struct Evaluation<'a, W: Write> {
     engine: &'a Engine,
@@ -389,16 +376,7 @@ fn write_record(
     event: Option<&Value>,
     pretty: bool,
 ) -> io::Result<()> {
-    let record = Record {
-        rule_title: &detection.rule_title,
-        rule_id: detection.rule_id.as_deref(),
-        level: detection.level.as_deref(),
-        tags: &detection.tags,
-        matched_selections: &detection.matched_selections,
-        matched_fields: &detection.matched_fields,
-        event,
-    };
-    write_json(out, &record, pretty)
+    write_json(out, &detection.record(event), pretty)
 }
 
 /// Writes one record followed by a newline.

@@ -33,6 +33,25 @@ pub struct Detection {
     pub matched_fields: Vec<MatchedField>,
 }
 
+impl Detection {
+    /// The output record: the detection, with the event when given.
+    pub fn record<'a>(&'a self, event: Option<&'a Value>) -> DetectionRecord<'a> {
+        DetectionRecord {
+            detection: self,
+            event,
+        }
+    }
+}
+
+/// A detection as written to sinks: its fields, then `event` when included.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectionRecord<'a> {
+    #[serde(flatten)]
+    detection: &'a Detection,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a Value>,
+}
+
 /// A field value that contributed to a detection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MatchedField {

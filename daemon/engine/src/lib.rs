@@ -42,5 +42,5 @@ pub mod timestamp;
 pub use compile::{Placeholders, RuleInfo};
 pub use correlation::{CorrelationEngine, CorrelationMatch, CorrelationOptions};
 pub use error::RuleError;
-pub use eval::{CompileOptions, Detection, Engine, MatchedField, Scratch};
+pub use eval::{CompileOptions, Detection, DetectionRecord, Engine, MatchedField, Scratch};
 pub use parser::{LoadedRules, RuleSet, RulesDigest, load_rules, parse_rules};

@@ -106,6 +106,18 @@ pub fn load_rules(path: &Path) -> LoadedRules {
     loaded
 }
 
+/// The content hash of the rule files under `path`, as [`load_rules`]
+/// computes it, without parsing them.
+pub fn rules_digest(path: &Path) -> Result<String, String> {
+    let mut digest = RulesDigest::default();
+    for file in rule_files(path)? {
+        let text = fs::read_to_string(&file)
+            .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
+        digest.add(relative_name(path, &file), &text);
+    }
+    Ok(digest.finish())
+}
+
 /// The name a file is hashed under: its path below the rules root with `/`
 /// separators, or its file name when the root is the file itself.
 fn relative_name(root: &Path, file: &Path) -> String {
