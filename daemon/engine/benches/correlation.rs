@@ -19,7 +19,10 @@ use serde_json::{Value, json};
 const GROUPS: usize = 10_000;
 const EVENTS: usize = 100_000;
 
-type Fixture = (Box<dyn Fn() -> CorrelationEngine>, Vec<(Value, Vec<Detection>)>);
+type Fixture = (
+    Box<dyn Fn() -> CorrelationEngine>,
+    Vec<(Value, Vec<Detection>)>,
+);
 
 /// A factory of fresh correlation engines (so every iteration starts from
 /// empty windows) and the events with their precomputed detections.
