@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::condition::{self, Condition, OfTarget, Quantifier};
 use crate::event::{FieldPath, for_each_leaf};
 use crate::matcher::{
-    Comparison, StringMatcher, TimePart, ValueMatcher, lowercase_into, needs_lowercasing,
+    Comparison, NumberMatcher, StringMatcher, TimePart, ValueMatcher, lowercase_into, needs_lowercasing,
 };
 use crate::pattern::SigmaString;
 use crate::rule::{DetectionItem, DetectionSection, FilterRule, Modifier, SigmaRule, SigmaValue};
@@ -783,9 +783,8 @@ fn compile_value(
     let plain = set.transforms.is_empty() && set.position.is_none() && !set.expand;
     match value {
         SigmaValue::Integer(_) | SigmaValue::Float(_) if plain && !keyword => {
-            return Ok(vec![ValueMatcher::Number(
-                number_of(value).expect("numeric"),
-            )]);
+            let number = number_of(value).expect("numeric");
+            return Ok(vec![ValueMatcher::Number(NumberMatcher::new(number))]);
         }
         SigmaValue::Bool(b) if plain && !keyword => return Ok(vec![ValueMatcher::Bool(*b)]),
         _ => {}

@@ -157,6 +157,14 @@ impl Engine {
         }
     }
 
+    /// The rules (by index) the prefilter selects for an event, for tuning
+    /// and benchmarks; evaluation does this itself.
+    pub fn candidate_rules(&self, event: &Value, scratch: &mut Scratch) -> Vec<usize> {
+        self.index
+            .candidates(event, self.rules.len(), &mut scratch.candidates, &mut scratch.index);
+        scratch.candidates.iter().collect()
+    }
+
     /// The reference path: evaluates every rule in full, without the
     /// prefilter. Slow; it exists to check the indexed path against.
     pub fn evaluate_unindexed(&self, event: &Value) -> Vec<Detection> {

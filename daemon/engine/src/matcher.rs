@@ -236,7 +236,7 @@ pub enum ValueMatcher {
     /// A Sigma string (wildcards, position, case).
     String(StringMatcher),
     /// A number: equal to a numeric value or a numeric string.
-    Number(f64),
+    Number(NumberMatcher),
     /// A boolean: equal to a boolean, or to the text `true`/`false`.
     Bool(bool),
     /// `null`: a null value (absence is handled by the item).
@@ -260,6 +260,7 @@ impl ValueMatcher {
     pub fn needle(&self) -> Option<&str> {
         match self {
             ValueMatcher::String(s) => s.needle(),
+            ValueMatcher::Number(n) => n.digits.as_deref(),
             _ => None,
         }
     }
@@ -281,7 +282,7 @@ impl ValueMatcher {
     pub fn matches(&self, value: &Value, text: Option<&str>, lower: &str) -> bool {
         match self {
             ValueMatcher::String(s) => text.is_some_and(|t| s.matches(t, lower)),
-            ValueMatcher::Number(n) => numeric(value).is_some_and(|v| v == *n),
+            ValueMatcher::Number(n) => n.matches(value),
             ValueMatcher::Bool(b) => match value {
                 Value::Bool(v) => v == b,
                 Value::String(s) => s.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
@@ -308,6 +309,41 @@ impl ValueMatcher {
             ValueMatcher::AnyOf(alternatives) => {
                 alternatives.iter().any(|m| m.matches(value, text, lower))
             }
+        }
+    }
+}
+
+/// Equality with a number.
+#[derive(Debug, Clone)]
+pub struct NumberMatcher {
+    value: f64,
+    /// The decimal digits every matching value's text contains (for the
+    /// prefilter): set for integers from 0 to 10^15.
+    digits: Option<String>,
+}
+
+/// Integers up to this are exact in `f64` and never printed with an exponent.
+const EXACT_INTEGER_LIMIT: f64 = 1e15;
+
+impl NumberMatcher {
+    /// Matches values equal to `value`.
+    pub fn new(value: f64) -> NumberMatcher {
+        let digits = (value >= 0.0 && value.fract() == 0.0 && value < EXACT_INTEGER_LIMIT)
+            .then(|| format!("{}", value as u64));
+        NumberMatcher { value, digits }
+    }
+
+    /// A JSON number equal to the value, or a string holding it in plain
+    /// decimal notation (surrounding spaces, a sign, leading zeros and a
+    /// fraction allowed; no exponent, so its text always contains the digits).
+    pub fn matches(&self, value: &Value) -> bool {
+        match value {
+            Value::Number(n) => n.as_f64() == Some(self.value),
+            Value::String(s) => {
+                let s = s.trim();
+                !s.contains(['e', 'E']) && s.parse::<f64>().ok() == Some(self.value)
+            }
+            _ => false,
         }
     }
 }
@@ -380,12 +416,17 @@ mod tests {
 
     #[test]
     fn numbers_and_strings() {
-        let n = ValueMatcher::Number(4688.0);
+        let n = ValueMatcher::Number(NumberMatcher::new(4688.0));
         assert!(n.matches(&json!(4688), None, ""));
         assert!(n.matches(&json!("4688"), Some("4688"), ""));
         assert!(n.matches(&json!(4688.0), None, ""));
         assert!(!n.matches(&json!("4689"), Some("4689"), ""));
         assert!(!n.matches(&json!(null), None, ""));
+        assert!(n.matches(&json!(" 04688.0 "), None, ""));
+        assert!(!n.matches(&json!("4.688e3"), None, ""));
+        assert_eq!(n.needle(), Some("4688"));
+        assert_eq!(ValueMatcher::Number(NumberMatcher::new(-1.0)).needle(), None);
+        assert_eq!(ValueMatcher::Number(NumberMatcher::new(0.5)).needle(), None);
     }
 
     #[test]

@@ -51,3 +51,28 @@ fn indexed_path_equals_reference_path_on_sigmahq_windows_rules() {
         "the generated stream should trigger some rules"
     );
 }
+
+/// Prefilter selectivity on the generated stream (run with --ignored --nocapture).
+#[test]
+#[ignore]
+fn prefilter_selectivity() {
+    let Some(root) = corpus_root() else { return };
+    let loaded = load_rules(&root.join("rules/windows"));
+    let (engine, _) = Engine::compile(&loaded.rule_set);
+    let events = windows_events::generate(7, 5_000);
+    let mut scratch = engine.new_scratch();
+    let titles: Vec<String> = engine.rules().map(|r| r.title.clone()).collect();
+    let mut counts = vec![0usize; titles.len()];
+    for event in &events {
+        for rule in engine.candidate_rules(event, &mut scratch) {
+            counts[rule] += 1;
+        }
+    }
+    let total: usize = counts.iter().sum();
+    eprintln!("average candidates per event: {:.1}", total as f64 / events.len() as f64);
+    let mut ranked: Vec<(usize, &String)> = counts.into_iter().zip(&titles).collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0));
+    for (count, title) in ranked.iter().take(25) {
+        eprintln!("{count:6} {title}");
+    }
+}
