@@ -1,20 +1,22 @@
 //! The prefilter: an index from fields and literals to the rules that need them.
 //!
-//! For every rule we derive a *necessary* condition: a set of triggers, at
-//! least one of which must hold for the rule to match. A trigger is a field
-//! that must be present, or a literal (lowercased) that must occur in one of
-//! the field's values. Per field, all literals of all rules go into one
-//! case-insensitive Aho-Corasick automaton, so one pass over an event marks
-//! the candidate rules; only those are evaluated in full. Rules for which no
-//! necessary condition can be derived (a negation at the top, a keyword
-//! search, a test that holds on an absent field) are always evaluated.
+//! For every rule we derive a *necessary* condition in conjunctive form: a
+//! few clauses that must all hold, each a set of triggers of which at least
+//! one must hold. A trigger is a field that must be present, or a literal
+//! (lowercased) that must occur in one of the field's values (or, for keyword
+//! searches, in any value of the event). Per field, all literals of all rules
+//! go into one case-insensitive Aho-Corasick automaton, so one pass over an
+//! event marks the clauses that hold; a rule whose clauses all hold is a
+//! candidate, and only candidates are evaluated in full. Rules for which no
+//! clause can be derived (a negation at the top, a test that holds on an
+//! absent field) are always evaluated.
 //!
 //! The index may only over-approximate: a rule it leaves out must not be able
 //! to match. The differential test against the unindexed path checks that.
 
 use std::collections::HashMap;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde_json::Value;
 
 use crate::compile::{CompiledIdentifier, CompiledItem, CompiledRule, CondNode, ItemTest};
@@ -23,103 +25,141 @@ use crate::matcher::{lowercase_into, needs_lowercasing};
 /// Literal triggers longer than this are not more selective in practice.
 const NEEDLE_SCORE_CAP: usize = 24;
 
-/// One way a rule can become a candidate.
+/// At most this many clauses are indexed per rule: the most selective ones.
+const MAX_CLAUSES: usize = 3;
+
+/// Where a trigger looks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    /// One field.
+    Field(String),
+    /// Any value of the event (keyword searches).
+    AnyValue,
+}
+
+/// One way a clause can hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Trigger {
-    field: String,
+    scope: Scope,
     /// `None`: the field's presence is enough.
     needle: Option<String>,
 }
 
-/// A necessary condition for a rule to match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Requirement {
-    /// No usable condition: always evaluate.
-    Always,
-    /// At least one of the triggers holds.
-    AnyOf(Vec<Trigger>),
+/// A disjunction of triggers.
+type Clause = Vec<Trigger>;
+
+/// Higher is more selective: the weakest trigger decides.
+fn score(clause: &Clause) -> usize {
+    clause
+        .iter()
+        .map(|t| {
+            1 + t
+                .needle
+                .as_ref()
+                .map_or(0, |n| n.len().min(NEEDLE_SCORE_CAP))
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// Orders clauses from most to least selective.
+fn selectivity(clause: &Clause) -> (usize, std::cmp::Reverse<usize>) {
+    (score(clause), std::cmp::Reverse(clause.len()))
+}
+
+/// A necessary condition: all clauses hold. No clause means none could be
+/// derived: the rule is always evaluated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Requirement {
+    clauses: Vec<Clause>,
 }
 
 impl Requirement {
-    /// Higher is more selective.
-    fn score(&self) -> usize {
-        match self {
-            Requirement::Always => 0,
-            Requirement::AnyOf(triggers) => triggers
-                .iter()
-                .map(|t| {
-                    1 + t
-                        .needle
-                        .as_ref()
-                        .map_or(0, |n| n.len().min(NEEDLE_SCORE_CAP))
-                })
-                .min()
-                .unwrap_or(0),
+    fn always() -> Requirement {
+        Requirement::default()
+    }
+
+    fn clause(clause: Clause) -> Requirement {
+        Requirement {
+            clauses: vec![clause],
         }
     }
 
-    fn union(requirements: impl IntoIterator<Item = Requirement>) -> Requirement {
-        let mut triggers = Vec::new();
+    fn is_always(&self) -> bool {
+        self.clauses.is_empty()
+    }
+
+    /// The single most selective clause.
+    fn best_clause(&self) -> Option<&Clause> {
+        self.clauses.iter().max_by_key(|c| selectivity(c))
+    }
+
+    /// Conjunction: the most selective clauses of all operands.
+    fn and(requirements: impl IntoIterator<Item = Requirement>) -> Requirement {
+        let mut clauses: Vec<Clause> = requirements.into_iter().flat_map(|r| r.clauses).collect();
+        clauses.sort_by_key(|c| std::cmp::Reverse(selectivity(c)));
+        clauses.truncate(MAX_CLAUSES);
+        Requirement { clauses }
+    }
+
+    /// Disjunction: one clause, the union of each operand's best clause.
+    fn or(requirements: impl IntoIterator<Item = Requirement>) -> Requirement {
+        let mut union = Vec::new();
         for requirement in requirements {
-            match requirement {
-                Requirement::Always => return Requirement::Always,
-                Requirement::AnyOf(more) => triggers.extend(more),
+            match requirement.best_clause() {
+                Some(clause) => union.extend(clause.iter().cloned()),
+                None => return Requirement::always(),
             }
         }
-        if triggers.is_empty() {
-            Requirement::Always
+        if union.is_empty() {
+            Requirement::always()
         } else {
-            Requirement::AnyOf(triggers)
+            Requirement::clause(union)
         }
-    }
-
-    fn best(requirements: impl IntoIterator<Item = Requirement>) -> Requirement {
-        requirements
-            .into_iter()
-            .max_by_key(|r| {
-                let count = match r {
-                    Requirement::Always => usize::MAX,
-                    Requirement::AnyOf(t) => t.len(),
-                };
-                (r.score(), std::cmp::Reverse(count))
-            })
-            .unwrap_or(Requirement::Always)
     }
 }
 
 fn item_requirement(item: &CompiledItem) -> Requirement {
-    let Some(field) = &item.field else {
-        return Requirement::Always;
+    let scope = match &item.field {
+        Some(field) => Scope::Field(field.name().to_owned()),
+        None => Scope::AnyValue,
     };
-    let presence = || {
-        Requirement::AnyOf(vec![Trigger {
-            field: field.name().to_owned(),
+    let presence = || match &scope {
+        Scope::Field(_) => Requirement::clause(vec![Trigger {
+            scope: scope.clone(),
             needle: None,
-        }])
+        }]),
+        // Every event has some value.
+        Scope::AnyValue => Requirement::always(),
     };
     let needle = |n: &str| Trigger {
-        field: field.name().to_owned(),
+        scope: scope.clone(),
         needle: Some(n.to_owned()),
     };
     match &item.test {
         ItemTest::Exists(true) | ItemTest::FieldRef { .. } => presence(),
-        ItemTest::Exists(false) => Requirement::Always,
+        ItemTest::Exists(false) => Requirement::always(),
         ItemTest::Values {
             matches_absent: true,
             ..
-        } => Requirement::Always,
+        } => Requirement::always(),
         ItemTest::Values {
             all: true,
             matchers,
             ..
-        } => match matchers
-            .iter()
-            .filter_map(|m| m.needle())
-            .max_by_key(|n| n.len())
-        {
-            Some(n) => Requirement::AnyOf(vec![needle(n)]),
-            None => presence(),
-        },
+        } => {
+            // Every value must match: each literal is a clause of its own.
+            let clauses: Vec<Requirement> = matchers
+                .iter()
+                .filter_map(|m| m.needle())
+                .map(|n| Requirement::clause(vec![needle(n)]))
+                .collect();
+            if clauses.is_empty() {
+                presence()
+            } else {
+                Requirement::and(clauses)
+            }
+        }
         ItemTest::Values {
             all: false,
             matchers,
@@ -130,7 +170,7 @@ fn item_requirement(item: &CompiledItem) -> Requirement {
             match own {
                 Some(own) => {
                     let grouped = grouped.iter().flat_map(|set| set.needles.iter());
-                    let triggers: Vec<Trigger> = own
+                    let triggers: Clause = own
                         .into_iter()
                         .chain(grouped.map(String::as_str))
                         .map(needle)
@@ -138,7 +178,7 @@ fn item_requirement(item: &CompiledItem) -> Requirement {
                     if triggers.is_empty() {
                         presence()
                     } else {
-                        Requirement::AnyOf(triggers)
+                        Requirement::clause(triggers)
                     }
                 }
                 None => presence(),
@@ -148,27 +188,28 @@ fn item_requirement(item: &CompiledItem) -> Requirement {
 }
 
 fn identifier_requirement(identifier: &CompiledIdentifier) -> Requirement {
-    Requirement::union(
-        identifier
-            .selections
-            .iter()
-            .map(|items| Requirement::best(items.iter().map(item_requirement))),
-    )
+    let mut selections = identifier
+        .selections
+        .iter()
+        .map(|items| Requirement::and(items.iter().map(item_requirement)));
+    if identifier.selections.len() == 1 {
+        selections.next().unwrap_or_default()
+    } else {
+        Requirement::or(selections)
+    }
 }
 
 fn condition_requirement(node: &CondNode, identifiers: &[Requirement]) -> Requirement {
     match node {
         CondNode::Identifier(i) => identifiers[*i].clone(),
-        CondNode::Not(_) => Requirement::Always,
+        CondNode::Not(_) => Requirement::always(),
         CondNode::And(nodes) => {
-            Requirement::best(nodes.iter().map(|n| condition_requirement(n, identifiers)))
+            Requirement::and(nodes.iter().map(|n| condition_requirement(n, identifiers)))
         }
         CondNode::Or(nodes) => {
-            Requirement::union(nodes.iter().map(|n| condition_requirement(n, identifiers)))
+            Requirement::or(nodes.iter().map(|n| condition_requirement(n, identifiers)))
         }
-        CondNode::AtLeast(_, ids) => {
-            Requirement::union(ids.iter().map(|i| identifiers[*i].clone()))
-        }
+        CondNode::AtLeast(_, ids) => Requirement::or(ids.iter().map(|i| identifiers[*i].clone())),
     }
 }
 
@@ -181,21 +222,28 @@ fn rule_requirement(rule: &CompiledRule) -> Requirement {
     condition_requirement(&rule.condition, &identifiers)
 }
 
+/// The triggers of one scope.
 #[derive(Debug, Default)]
-struct FieldEntry {
-    /// Rules that become candidates when the field is present at all.
+struct ScopeEntry {
+    /// Clauses that hold when the field is present at all.
     on_presence: Vec<u32>,
-    /// Distinct needles of this field and, per needle, the rules it triggers.
+    /// Distinct needles and, per needle, the clauses it makes hold.
     needles: Vec<String>,
-    needle_rules: Vec<Vec<u32>>,
+    needle_clauses: Vec<Vec<u32>>,
     automaton: Option<AhoCorasick>,
 }
 
 /// The field/literal index over a compiled rule list.
 #[derive(Debug, Default)]
 pub(crate) struct RuleIndex {
-    fields: HashMap<String, FieldEntry>,
+    fields: HashMap<String, ScopeEntry>,
+    any_value: ScopeEntry,
+    /// Rules evaluated for every event.
     always: Vec<u32>,
+    /// Per clause: its rule.
+    clause_rule: Vec<u32>,
+    /// Per rule: how many clauses must hold (0 for always-evaluated rules).
+    clauses_needed: Vec<u8>,
 }
 
 /// Per-evaluation buffers of the index.
@@ -204,6 +252,8 @@ pub(crate) struct IndexScratch {
     path: String,
     text: String,
     lower: String,
+    clauses_hit: Vec<u64>,
+    rule_hits: Vec<u8>,
 }
 
 /// A set of rule indices, reused across events.
@@ -237,44 +287,78 @@ impl CandidateSet {
     }
 }
 
+/// Marks clauses as they hold and rules as their last clause holds.
+struct Marker<'a> {
+    index: &'a RuleIndex,
+    clauses_hit: &'a mut [u64],
+    rule_hits: &'a mut [u8],
+    candidates: &'a mut CandidateSet,
+}
+
+impl Marker<'_> {
+    fn hit(&mut self, clauses: &[u32]) {
+        for &clause in clauses {
+            let (word, bit) = (clause as usize / 64, 1u64 << (clause % 64));
+            if self.clauses_hit[word] & bit != 0 {
+                continue;
+            }
+            self.clauses_hit[word] |= bit;
+            let rule = self.index.clause_rule[clause as usize];
+            let hits = &mut self.rule_hits[rule as usize];
+            *hits += 1;
+            if *hits == self.index.clauses_needed[rule as usize] {
+                self.candidates.insert(rule);
+            }
+        }
+    }
+}
+
 impl RuleIndex {
     /// Builds the index for `rules` (indices are positions in the slice).
     pub(crate) fn build(rules: &[CompiledRule]) -> RuleIndex {
-        let mut index = RuleIndex::default();
-        let mut needle_ids: HashMap<(String, String), usize> = HashMap::new();
+        let mut index = RuleIndex {
+            clauses_needed: vec![0; rules.len()],
+            ..RuleIndex::default()
+        };
+        let mut needle_ids: HashMap<(Scope, String), usize> = HashMap::new();
         for (rule_id, rule) in rules.iter().enumerate() {
-            let rule_id = rule_id as u32;
-            match rule_requirement(rule) {
-                Requirement::Always => index.always.push(rule_id),
-                Requirement::AnyOf(triggers) => {
-                    for trigger in triggers {
-                        let entry = index.fields.entry(trigger.field.clone()).or_default();
-                        match trigger.needle {
-                            None => push_unique(&mut entry.on_presence, rule_id),
-                            Some(needle) => {
-                                let id = *needle_ids
-                                    .entry((trigger.field, needle.clone()))
-                                    .or_insert_with(|| {
-                                        entry.needles.push(needle);
-                                        entry.needle_rules.push(Vec::new());
-                                        entry.needles.len() - 1
-                                    });
-                                push_unique(&mut entry.needle_rules[id], rule_id);
-                            }
+            let requirement = rule_requirement(rule);
+            if requirement.is_always() {
+                index.always.push(rule_id as u32);
+                continue;
+            }
+            index.clauses_needed[rule_id] = requirement.clauses.len() as u8;
+            for clause in requirement.clauses {
+                let clause_id = index.clause_rule.len() as u32;
+                index.clause_rule.push(rule_id as u32);
+                for trigger in clause {
+                    let entry = match &trigger.scope {
+                        Scope::Field(name) => index.fields.entry(name.clone()).or_default(),
+                        Scope::AnyValue => &mut index.any_value,
+                    };
+                    match trigger.needle {
+                        None => push_unique(&mut entry.on_presence, clause_id),
+                        Some(needle) => {
+                            let id = *needle_ids
+                                .entry((trigger.scope, needle.clone()))
+                                .or_insert_with(|| {
+                                    entry.needles.push(needle);
+                                    entry.needle_clauses.push(Vec::new());
+                                    entry.needles.len() - 1
+                                });
+                            push_unique(&mut entry.needle_clauses[id], clause_id);
                         }
                     }
                 }
             }
         }
-        for entry in index.fields.values_mut() {
+        for entry in index
+            .fields
+            .values_mut()
+            .chain(std::iter::once(&mut index.any_value))
+        {
             if !entry.needles.is_empty() {
-                entry.automaton = Some(
-                    AhoCorasick::builder()
-                        .ascii_case_insensitive(true)
-                        .match_kind(MatchKind::Standard)
-                        .build(&entry.needles)
-                        .expect("literal needles always build an automaton"),
-                );
+                entry.automaton = Some(build_automaton(&entry.needles));
             }
         }
         index
@@ -297,103 +381,144 @@ impl RuleIndex {
         for &rule in &self.always {
             candidates.insert(rule);
         }
+        let IndexScratch {
+            path,
+            text,
+            lower,
+            clauses_hit,
+            rule_hits,
+        } = scratch;
+        clauses_hit.clear();
+        clauses_hit.resize(self.clause_rule.len().div_ceil(64), 0);
+        rule_hits.clear();
+        rule_hits.resize(rule_count, 0);
+        let mut walk = Walk {
+            index: self,
+            marker: Marker {
+                index: self,
+                clauses_hit,
+                rule_hits,
+                candidates,
+            },
+            path,
+            text,
+            lower,
+        };
         if let Value::Object(map) = event {
-            scratch.path.clear();
+            walk.path.clear();
             for (key, value) in map {
-                self.visit(key, value, candidates, scratch);
+                walk.visit(key, value);
             }
         }
     }
+}
 
-    fn visit(
-        &self,
-        key: &str,
-        value: &Value,
-        candidates: &mut CandidateSet,
-        scratch: &mut IndexScratch,
-    ) {
-        let parent_len = scratch.path.len();
+fn build_automaton(needles: &[String]) -> AhoCorasick {
+    let builder = || {
+        let mut builder = AhoCorasick::builder();
+        builder
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard);
+        builder
+    };
+    // A DFA scans fastest; very large needle sets fall back to the default.
+    builder()
+        .kind(Some(AhoCorasickKind::DFA))
+        .build(needles)
+        .or_else(|_| builder().build(needles))
+        .expect("literal needles always build an automaton")
+}
+
+/// One walk over an event's fields.
+struct Walk<'a> {
+    index: &'a RuleIndex,
+    marker: Marker<'a>,
+    path: &'a mut String,
+    text: &'a mut String,
+    lower: &'a mut String,
+}
+
+impl Walk<'_> {
+    fn visit(&mut self, key: &str, value: &Value) {
+        let parent_len = self.path.len();
         if parent_len > 0 {
-            scratch.path.push('.');
+            self.path.push('.');
         }
-        scratch.path.push_str(key);
-        if let Some(entry) = self.fields.get(scratch.path.as_str()) {
-            for &rule in &entry.on_presence {
-                candidates.insert(rule);
-            }
-            if let Some(automaton) = &entry.automaton {
-                scan(automaton, entry, value, candidates, scratch);
-            }
+        self.path.push_str(key);
+        let index = self.index;
+        let entry = index.fields.get(self.path.as_str());
+        if let Some(entry) = entry {
+            self.marker.hit(&entry.on_presence);
         }
+        self.scan_value(entry, value);
         match value {
             Value::Object(map) => {
                 for (key, child) in map {
-                    self.visit(key, child, candidates, scratch);
+                    self.visit(key, child);
                 }
             }
             Value::Array(items) => {
                 for item in items {
                     if let Value::Object(map) = item {
                         for (key, child) in map {
-                            self.visit(key, child, candidates, scratch);
+                            self.visit(key, child);
                         }
                     }
                 }
             }
             _ => {}
         }
-        scratch.path.truncate(parent_len);
+        self.path.truncate(parent_len);
+    }
+
+    /// Runs the field's automaton and the keyword automaton over a value's
+    /// scalars (array elements included).
+    fn scan_value(&mut self, entry: Option<&ScopeEntry>, value: &Value) {
+        let haystack: &str = match value {
+            Value::String(s) => s,
+            Value::Number(n) => {
+                use std::fmt::Write;
+                self.text.clear();
+                let _ = write!(self.text, "{n}");
+                self.text.as_str()
+            }
+            Value::Bool(true) => "true",
+            Value::Bool(false) => "false",
+            Value::Array(items) => {
+                for item in items {
+                    if !item.is_object() {
+                        self.scan_value(entry, item);
+                    }
+                }
+                return;
+            }
+            _ => return,
+        };
+        // The automata fold ASCII case only; fold the rest by lowercasing.
+        let haystack = if !haystack.is_ascii() && needs_lowercasing(haystack) {
+            lowercase_into(haystack, self.lower);
+            self.lower.as_str()
+        } else {
+            haystack
+        };
+        let index = self.index;
+        for entry in entry.into_iter().chain(std::iter::once(&index.any_value)) {
+            // Most values hold no needle: a plain search (with the
+            // automaton's prefilter) rules that out before the slower
+            // overlapping search that reports every needle.
+            let Some(automaton) = entry.automaton.as_ref().filter(|a| a.is_match(haystack)) else {
+                continue;
+            };
+            for hit in automaton.find_overlapping_iter(haystack) {
+                self.marker
+                    .hit(&entry.needle_clauses[hit.pattern().as_usize()]);
+            }
+        }
     }
 }
 
-fn push_unique(rules: &mut Vec<u32>, rule: u32) {
-    if rules.last() != Some(&rule) {
-        rules.push(rule);
-    }
-}
-
-/// Runs a field's automaton over a value (array elements included).
-fn scan(
-    automaton: &AhoCorasick,
-    entry: &FieldEntry,
-    value: &Value,
-    candidates: &mut CandidateSet,
-    scratch: &mut IndexScratch,
-) {
-    let IndexScratch { text, lower, .. } = scratch;
-    let haystack: &str = match value {
-        Value::String(s) => s,
-        Value::Number(n) => {
-            use std::fmt::Write;
-            text.clear();
-            let _ = write!(text, "{n}");
-            text
-        }
-        Value::Bool(b) => {
-            if *b {
-                "true"
-            } else {
-                "false"
-            }
-        }
-        Value::Array(items) => {
-            for item in items {
-                scan(automaton, entry, item, candidates, scratch);
-            }
-            return;
-        }
-        _ => return,
-    };
-    // The automaton folds ASCII case only; fold the rest by lowercasing.
-    let haystack = if !haystack.is_ascii() && needs_lowercasing(haystack) {
-        lowercase_into(haystack, lower);
-        lower.as_str()
-    } else {
-        haystack
-    };
-    for hit in automaton.find_overlapping_iter(haystack) {
-        for &rule in &entry.needle_rules[hit.pattern().as_usize()] {
-            candidates.insert(rule);
-        }
+fn push_unique(ids: &mut Vec<u32>, id: u32) {
+    if ids.last() != Some(&id) {
+        ids.push(id);
     }
 }
