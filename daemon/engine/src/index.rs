@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde_json::Value;
 
@@ -230,13 +232,17 @@ struct ScopeEntry {
     /// Distinct needles and, per needle, the clauses it makes hold.
     needles: Vec<String>,
     needle_clauses: Vec<Vec<u32>>,
+    /// The needles followed by the keyword needles: pattern ids past
+    /// `needles.len()` are keyword needles.
     automaton: Option<AhoCorasick>,
 }
 
 /// The field/literal index over a compiled rule list.
 #[derive(Debug, Default)]
 pub(crate) struct RuleIndex {
-    fields: HashMap<String, ScopeEntry>,
+    /// Per field: its own needles plus the keyword needles, so that one
+    /// automaton scans each value once. Fast hashing: looked up per field.
+    fields: FxHashMap<String, ScopeEntry>,
     any_value: ScopeEntry,
     /// Rules evaluated for every event.
     always: Vec<u32>,
@@ -254,6 +260,8 @@ pub(crate) struct IndexScratch {
     lower: String,
     clauses_hit: Vec<u64>,
     rule_hits: Vec<u8>,
+    /// Clauses marked for the last event: only these are reset.
+    touched: Vec<u32>,
 }
 
 /// A set of rule indices, reused across events.
@@ -292,6 +300,7 @@ struct Marker<'a> {
     index: &'a RuleIndex,
     clauses_hit: &'a mut [u64],
     rule_hits: &'a mut [u8],
+    touched: &'a mut Vec<u32>,
     candidates: &'a mut CandidateSet,
 }
 
@@ -303,6 +312,7 @@ impl Marker<'_> {
                 continue;
             }
             self.clauses_hit[word] |= bit;
+            self.touched.push(clause);
             let rule = self.index.clause_rule[clause as usize];
             let hits = &mut self.rule_hits[rule as usize];
             *hits += 1;
@@ -352,14 +362,15 @@ impl RuleIndex {
                 }
             }
         }
-        for entry in index
-            .fields
-            .values_mut()
-            .chain(std::iter::once(&mut index.any_value))
-        {
-            if !entry.needles.is_empty() {
-                entry.automaton = Some(build_automaton(&entry.needles));
+        let keywords = &index.any_value.needles;
+        for entry in index.fields.values_mut() {
+            if !entry.needles.is_empty() || !keywords.is_empty() {
+                let all: Vec<&String> = entry.needles.iter().chain(keywords).collect();
+                entry.automaton = Some(build_automaton(&all));
             }
+        }
+        if !keywords.is_empty() {
+            index.any_value.automaton = Some(build_automaton(keywords));
         }
         index
     }
@@ -387,17 +398,29 @@ impl RuleIndex {
             lower,
             clauses_hit,
             rule_hits,
+            touched,
         } = scratch;
-        clauses_hit.clear();
-        clauses_hit.resize(self.clause_rule.len().div_ceil(64), 0);
-        rule_hits.clear();
-        rule_hits.resize(rule_count, 0);
+        if clauses_hit.len() != self.clause_rule.len().div_ceil(64) || rule_hits.len() != rule_count
+        {
+            // First use, or another engine: size and clear everything.
+            clauses_hit.clear();
+            clauses_hit.resize(self.clause_rule.len().div_ceil(64), 0);
+            rule_hits.clear();
+            rule_hits.resize(rule_count, 0);
+        } else {
+            for clause in touched.drain(..) {
+                clauses_hit[clause as usize / 64] = 0;
+                rule_hits[self.clause_rule[clause as usize] as usize] = 0;
+            }
+        }
+        touched.clear();
         let mut walk = Walk {
             index: self,
             marker: Marker {
                 index: self,
                 clauses_hit,
                 rule_hits,
+                touched,
                 candidates,
             },
             path,
@@ -413,7 +436,7 @@ impl RuleIndex {
     }
 }
 
-fn build_automaton(needles: &[String]) -> AhoCorasick {
+fn build_automaton<S: AsRef<[u8]>>(needles: &[S]) -> AhoCorasick {
     let builder = || {
         let mut builder = AhoCorasick::builder();
         builder
@@ -440,33 +463,44 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn visit(&mut self, key: &str, value: &Value) {
-        let parent_len = self.path.len();
-        if parent_len > 0 {
-            self.path.push('.');
-        }
-        self.path.push_str(key);
         let index = self.index;
-        let entry = index.fields.get(self.path.as_str());
+        let parent_len = self.path.len();
+        // Top-level fields are looked up by their key, without copying it.
+        let entry = if parent_len == 0 {
+            index.fields.get(key)
+        } else {
+            self.path.push('.');
+            self.path.push_str(key);
+            index.fields.get(self.path.as_str())
+        };
         if let Some(entry) = entry {
             self.marker.hit(&entry.on_presence);
         }
         self.scan_value(entry, value);
-        match value {
-            Value::Object(map) => {
-                for (key, child) in map {
-                    self.visit(key, child);
-                }
+        let nested = match value {
+            Value::Object(map) => !map.is_empty(),
+            Value::Array(items) => items.iter().any(Value::is_object),
+            _ => false,
+        };
+        if nested {
+            if parent_len == 0 {
+                self.path.push_str(key);
             }
-            Value::Array(items) => {
-                for item in items {
-                    if let Value::Object(map) = item {
+            match value {
+                Value::Object(map) => {
+                    for (key, child) in map {
+                        self.visit(key, child);
+                    }
+                }
+                Value::Array(items) => {
+                    for map in items.iter().filter_map(Value::as_object) {
                         for (key, child) in map {
                             self.visit(key, child);
                         }
                     }
                 }
+                _ => {}
             }
-            _ => {}
         }
         self.path.truncate(parent_len);
     }
@@ -501,18 +535,27 @@ impl Walk<'_> {
         } else {
             haystack
         };
-        let index = self.index;
-        for entry in entry.into_iter().chain(std::iter::once(&index.any_value)) {
-            // Most values hold no needle: a plain search (with the
-            // automaton's prefilter) rules that out before the slower
-            // overlapping search that reports every needle.
-            let Some(automaton) = entry.automaton.as_ref().filter(|a| a.is_match(haystack)) else {
-                continue;
+        // A field's automaton holds the keyword needles too; a field
+        // without one is scanned for keywords alone.
+        let (entry, keyword_offset) = match entry {
+            Some(entry) => (entry, entry.needles.len()),
+            None => (&self.index.any_value, 0),
+        };
+        // Most values hold no needle: a plain search (with the automaton's
+        // prefilter) rules that out before the slower overlapping search
+        // that reports every needle.
+        let Some(automaton) = entry.automaton.as_ref().filter(|a| a.is_match(haystack)) else {
+            return;
+        };
+        let keywords = &self.index.any_value;
+        for hit in automaton.find_overlapping_iter(haystack) {
+            let pattern = hit.pattern().as_usize();
+            let clauses = if pattern < keyword_offset {
+                &entry.needle_clauses[pattern]
+            } else {
+                &keywords.needle_clauses[pattern - keyword_offset]
             };
-            for hit in automaton.find_overlapping_iter(haystack) {
-                self.marker
-                    .hit(&entry.needle_clauses[hit.pattern().as_usize()]);
-            }
+            self.marker.hit(clauses);
         }
     }
 }
