@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 use serde_json::Value;
 
 use crate::compile::{CompiledIdentifier, CompiledItem, CompiledRule, CondNode, ItemTest};
@@ -542,13 +542,19 @@ impl Walk<'_> {
             None => (&self.index.any_value, 0),
         };
         // Most values hold no needle: a plain search (with the automaton's
-        // prefilter) rules that out before the slower overlapping search
-        // that reports every needle.
-        let Some(automaton) = entry.automaton.as_ref().filter(|a| a.is_match(haystack)) else {
+        // prefilter) rules that out. Otherwise every match ends at or after
+        // the first one found, so the overlapping search that reports every
+        // needle starts one needle length before its end.
+        let Some(automaton) = &entry.automaton else {
             return;
         };
+        let Some(first) = automaton.find(haystack) else {
+            return;
+        };
+        let resume = first.end().saturating_sub(automaton.max_pattern_len());
+        let rest = Input::new(haystack).span(resume..haystack.len());
         let keywords = &self.index.any_value;
-        for hit in automaton.find_overlapping_iter(haystack) {
+        for hit in automaton.find_overlapping_iter(rest) {
             let pattern = hit.pattern().as_usize();
             let clauses = if pattern < keyword_offset {
                 &entry.needle_clauses[pattern]
