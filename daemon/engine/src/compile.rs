@@ -12,7 +12,8 @@ use serde_json::Value;
 use crate::condition::{self, Condition, OfTarget, Quantifier};
 use crate::event::{FieldPath, for_each_leaf};
 use crate::matcher::{
-    Comparison, NumberMatcher, StringMatcher, TimePart, ValueMatcher, lowercase_into, needs_lowercasing,
+    Comparison, NumberMatcher, StringMatcher, TimePart, ValueMatcher, lowercase_into,
+    needs_lowercasing,
 };
 use crate::pattern::SigmaString;
 use crate::rule::{DetectionItem, DetectionSection, FilterRule, Modifier, SigmaRule, SigmaValue};

@@ -160,8 +160,12 @@ impl Engine {
     /// The rules (by index) the prefilter selects for an event, for tuning
     /// and benchmarks; evaluation does this itself.
     pub fn candidate_rules(&self, event: &Value, scratch: &mut Scratch) -> Vec<usize> {
-        self.index
-            .candidates(event, self.rules.len(), &mut scratch.candidates, &mut scratch.index);
+        self.index.candidates(
+            event,
+            self.rules.len(),
+            &mut scratch.candidates,
+            &mut scratch.index,
+        );
         scratch.candidates.iter().collect()
     }
 

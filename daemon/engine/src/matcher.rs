@@ -425,7 +425,10 @@ mod tests {
         assert!(n.matches(&json!(" 04688.0 "), None, ""));
         assert!(!n.matches(&json!("4.688e3"), None, ""));
         assert_eq!(n.needle(), Some("4688"));
-        assert_eq!(ValueMatcher::Number(NumberMatcher::new(-1.0)).needle(), None);
+        assert_eq!(
+            ValueMatcher::Number(NumberMatcher::new(-1.0)).needle(),
+            None
+        );
         assert_eq!(ValueMatcher::Number(NumberMatcher::new(0.5)).needle(), None);
     }
 

@@ -69,9 +69,12 @@ fn prefilter_selectivity() {
         }
     }
     let total: usize = counts.iter().sum();
-    eprintln!("average candidates per event: {:.1}", total as f64 / events.len() as f64);
+    eprintln!(
+        "average candidates per event: {:.1}",
+        total as f64 / events.len() as f64
+    );
     let mut ranked: Vec<(usize, &String)> = counts.into_iter().zip(&titles).collect();
-    ranked.sort_by(|a, b| b.0.cmp(&a.0));
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
     for (count, title) in ranked.iter().take(25) {
         eprintln!("{count:6} {title}");
     }
