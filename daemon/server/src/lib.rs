@@ -1,3 +1,245 @@
-//! The rsigma detection daemon.
+//! The rsigma detection daemon: a long-running engine with hot reload,
+//! health, readiness, Prometheus metrics and an HTTP API.
+//!
+//! ```text
+//!  source (stdin | POST /api/v1/events)
+//!     │  bounded input queue (--buffer-size), back-pressure counted
+//!     ▼
+//!  workers (one thread per core): decode → evaluate → correlate
+//!     │  bounded output queue            └─ undecodable lines → DLQ
+//!     ▼
+//!  sinks (stdout, file://…) fan-out      └─ failed deliveries → DLQ
+//! ```
+//!
+//! The active rule set sits behind an [`arc_swap::ArcSwap`]: workers load it
+//! once per batch and never wait for a reload, which builds the next set off
+//! the hot path and swaps it in whole (see [`reload`]).
 
+pub mod api;
+pub mod config;
+pub mod context;
 pub mod input;
+pub mod metrics;
+pub mod persist;
+pub mod processor;
+pub mod reload;
+pub mod ruleset;
+pub mod sink;
+pub mod source;
+
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{DaemonConfig, InputSpec, SinkSpec, StateConfig};
+use context::DaemonContext;
+use metrics::Metrics;
+use persist::Persistence;
+use ruleset::Ruleset;
+
+/// Why the daemon stopped with an error; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The rules could not be read or loaded at startup (exit code 2).
+    #[error("{0}")]
+    Rules(String),
+    /// The configuration is invalid (exit code 3).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl DaemonError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Rules(_) => 2,
+            DaemonError::Config(_) => 3,
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT (or the end of standard input
+/// with `--input stdin`), then drains in-flight events within the drain
+/// timeout, writes the final state snapshot and returns.
+pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
+    config.validate().map_err(DaemonError::Config)?;
+    let decoder = input::Decoder::new(&config.decoder)
+        .map(Arc::new)
+        .map_err(|err| DaemonError::Config(err.to_string()))?;
+    let sinks = sink::open_all(&config.outputs)
+        .await
+        .map_err(DaemonError::Config)?;
+    let dlq = match &config.dlq {
+        Some(spec) => sink::open_all(std::slice::from_ref(spec))
+            .await
+            .map_err(DaemonError::Config)?
+            .pop(),
+        None => None,
+    };
+    let listener = TcpListener::bind(config.api_addr).await.map_err(|err| {
+        DaemonError::Config(format!("cannot listen on {}: {err}", config.api_addr))
+    })?;
+    let workers = config.workers;
+    let (reload_requests, reload_queue) = mpsc::unbounded_channel();
+    let (input_sender, input_queue) = mpsc::channel(config.buffer_size);
+    let (output_sender, output_queue) = mpsc::channel(config.buffer_size);
+    let (dead_letter_sender, dead_letter_queue) = mpsc::channel(config.buffer_size);
+    let context = DaemonContext::new(
+        config,
+        Ruleset::empty(),
+        Metrics::new(),
+        reload_requests,
+        input_sender,
+    );
+
+    // The listener comes up first: liveness holds while the rules load,
+    // readiness does not.
+    let stop_server = CancellationToken::new();
+    let server = tokio::spawn({
+        let serve = axum::serve(listener, api::router(Arc::clone(&context)))
+            .with_graceful_shutdown(stop_server.clone().cancelled_owned());
+        async move { serve.await }
+    });
+    tracing::info!(addr = %context.config.api_addr, "API listening");
+
+    let loading = Arc::clone(&context);
+    let first = tokio::task::spawn_blocking(move || {
+        let config = &loading.config;
+        ruleset::load(&config.rules, &config.pipelines, &config.correlation)
+    })
+    .await
+    .expect("the rule loader does not panic");
+    match first {
+        Ok(ruleset) => {
+            reload::swap(&context, ruleset);
+            context.mark_loaded();
+            let active = context.ruleset.load();
+            tracing::info!(
+                rules = active.counts.detection,
+                correlations = active.counts.correlation,
+                hash = %active.digest,
+                "rules loaded"
+            );
+        }
+        Err(failure) => {
+            stop_server.cancel();
+            let _ = server.await;
+            return Err(if failure.pipeline {
+                DaemonError::Config(failure.to_string())
+            } else {
+                DaemonError::Rules(failure.to_string())
+            });
+        }
+    }
+    let persistence = match &context.config.state {
+        Some(state) => Some(Persistence::open(state, &context).map_err(DaemonError::Config)?),
+        None => None,
+    };
+    let _watcher = if context.config.watch {
+        Some(reload::watch(&context).map_err(DaemonError::Config)?)
+    } else {
+        None
+    };
+
+    let outputs = tokio::spawn(sink::run_outputs(
+        Arc::clone(&context),
+        sinks,
+        output_queue,
+        dead_letter_sender.clone(),
+    ));
+    let dead_letters = tokio::spawn(sink::run_dead_letters(
+        Arc::clone(&context),
+        dlq,
+        dead_letter_queue,
+    ));
+    let worker_threads = processor::spawn_workers(
+        workers,
+        Arc::clone(&context),
+        decoder,
+        Arc::new(Mutex::new(input_queue)),
+        output_sender,
+        dead_letter_sender.clone(),
+    );
+    let reloads = tokio::spawn(reload::run(Arc::clone(&context), reload_queue));
+    let hangups = tokio::spawn(reload::on_sighup(Arc::clone(&context)));
+    let stop_saving = CancellationToken::new();
+    if let Some(persistence) = &persistence {
+        tokio::spawn(
+            persistence
+                .clone()
+                .run(Arc::clone(&context), stop_saving.clone()),
+        );
+    }
+    let mut stdin = match context.config.input {
+        InputSpec::Stdin => Some(tokio::spawn(source::stdin(
+            Arc::clone(&context),
+            dead_letter_sender.clone(),
+        ))),
+        InputSpec::Http => None,
+    };
+    drop(dead_letter_sender);
+
+    wait_for_shutdown(stdin.as_mut()).await;
+    tracing::info!("shutting down: draining in-flight events");
+    if let Some(stdin) = stdin {
+        stdin.abort();
+    }
+    context.close_ingest();
+    let drained = tokio::time::timeout(context.config.drain_timeout, async {
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in worker_threads {
+                let _ = worker.join();
+            }
+        })
+        .await;
+        let _ = outputs.await;
+        let _ = dead_letters.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            timeout = ?context.config.drain_timeout,
+            "drain timed out; events still queued were not processed"
+        );
+    }
+    stop_saving.cancel();
+    if let Some(persistence) = &persistence {
+        persistence.save(&context).await;
+    }
+    reloads.abort();
+    hangups.abort();
+    stop_server.cancel();
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM, SIGINT, or the end of the stdin source.
+async fn wait_for_shutdown(stdin: Option<&mut tokio::task::JoinHandle<()>>) {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let stdin_done = async {
+        match stdin {
+            Some(task) => {
+                let _ = task.await;
+                tracing::info!("standard input ended");
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = stdin_done => {}
+    }
+}

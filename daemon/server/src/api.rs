@@ -1,0 +1,224 @@
+//! The HTTP API: health, readiness, metrics, status, rules, reload, and the
+//! HTTP event source.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::context::{DaemonContext, ReloadRecord, ReloadTrigger};
+use crate::ruleset::RuleCounts;
+use crate::source::{InputLine, submit};
+
+/// Largest accepted `POST /api/v1/events` body.
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The router of every endpoint.
+pub fn router(context: Arc<DaemonContext>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/reload", post(reload))
+        .route("/api/v1/events", post(events))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(context)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(context): State<Arc<DaemonContext>>) -> Response {
+    if context.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        let reason = context
+            .last_reload()
+            .and_then(|r| r.error)
+            .unwrap_or_else(|| "rules not loaded".into());
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(context): State<Arc<DaemonContext>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        context.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The body of `GET /api/v1/status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// The daemon's version.
+    pub version: &'static str,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Whether the last load succeeded.
+    pub ready: bool,
+    /// The event source.
+    pub input: String,
+    /// Rules of the active set.
+    pub rules: RuleCounts,
+    /// Content hash of the active rule files.
+    pub rules_hash: String,
+    /// When the active rules were loaded (RFC 3339).
+    pub rules_loaded_at: String,
+    /// The last reload, if any.
+    pub last_reload: Option<ReloadRecord>,
+    /// Events evaluated.
+    pub events_processed: u64,
+    /// Input lines that could not be decoded.
+    pub parse_errors: u64,
+    /// Detections emitted.
+    pub detection_matches: u64,
+    /// Correlation matches emitted.
+    pub correlation_matches: u64,
+}
+
+async fn status(State(context): State<Arc<DaemonContext>>) -> axum::Json<Status> {
+    let ruleset = context.ruleset.load();
+    let metrics = &context.metrics;
+    axum::Json(Status {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: metrics.uptime_secs(),
+        ready: context.is_ready(),
+        input: context.config.input.to_string(),
+        rules: ruleset.counts,
+        rules_hash: ruleset.digest.clone(),
+        rules_loaded_at: ruleset.loaded_at.to_rfc3339(),
+        last_reload: context.last_reload(),
+        events_processed: metrics.events_processed.get(),
+        parse_errors: metrics.parse_errors.get(),
+        detection_matches: metrics.detection_matches.get(),
+        correlation_matches: metrics.correlation_matches.get(),
+    })
+}
+
+async fn rules(State(context): State<Arc<DaemonContext>>) -> Response {
+    let ruleset = context.ruleset.load();
+    axum::Json(json!({
+        "rules_hash": ruleset.digest,
+        "rules": ruleset.summaries,
+    }))
+    .into_response()
+}
+
+/// Query of `POST /api/v1/reload`.
+#[derive(Debug, Deserialize)]
+struct ReloadQuery {
+    /// Reload only when the rule files on disk have this content hash.
+    expected_hash: Option<String>,
+}
+
+async fn reload(
+    State(context): State<Arc<DaemonContext>>,
+    Query(query): Query<ReloadQuery>,
+) -> Response {
+    if let Some(expected) = query.expected_hash {
+        let rules = context.config.rules.clone();
+        let on_disk =
+            tokio::task::spawn_blocking(move || rsigma_engine::parser::rules_digest(&rules))
+                .await
+                .map_err(|err| err.to_string())
+                .and_then(|digest| digest);
+        match on_disk {
+            Ok(on_disk) if on_disk != expected => {
+                // The kubelet has not refreshed the mounted files yet.
+                return (
+                    StatusCode::CONFLICT,
+                    axum::Json(json!({
+                        "status": "stale",
+                        "expected_hash": expected,
+                        "disk_hash": on_disk,
+                    })),
+                )
+                    .into_response();
+            }
+            Ok(_) => {}
+            Err(err) => {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(json!({"status": "error", "error": err})),
+                )
+                    .into_response();
+            }
+        }
+    }
+    if context.reload_requests.send(ReloadTrigger::Api).is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "shutting_down"})),
+        )
+            .into_response();
+    }
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({
+            "status": "accepted",
+            "rules_hash": context.ruleset.load().digest,
+        })),
+    )
+        .into_response()
+}
+
+async fn events(State(context): State<Arc<DaemonContext>>, body: Bytes) -> Response {
+    if context.config.input != crate::config::InputSpec::Http {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "HTTP input is not enabled (start with --input http)"})),
+        )
+            .into_response();
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "the body is not UTF-8"})),
+        )
+            .into_response();
+    };
+    let limit = context.config.max_line_bytes;
+    if let Some((number, _)) = text.lines().enumerate().find(|(_, l)| l.len() > limit) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(json!({
+                "error": format!("line {} exceeds the maximum line size of {limit} bytes", number + 1),
+                "accepted": 0,
+            })),
+        )
+            .into_response();
+    }
+    let Some(sender) = context.ingest() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "shutting down", "accepted": 0})),
+        )
+            .into_response();
+    };
+    let mut accepted = 0_u64;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        if !submit(&context, &sender, InputLine::new(line.to_owned())).await {
+            break;
+        }
+        accepted += 1;
+    }
+    axum::Json(json!({ "accepted": accepted })).into_response()
+}

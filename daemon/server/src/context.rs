@@ -1,0 +1,130 @@
+//! What the daemon's tasks share: the active rule set (swapped atomically),
+//! readiness and reload status, metrics, and the handles to the queues.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::config::DaemonConfig;
+use crate::metrics::Metrics;
+use crate::ruleset::Ruleset;
+use crate::source::InputLine;
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadTrigger {
+    /// `POST /api/v1/reload`.
+    Api,
+    /// SIGHUP.
+    Signal,
+    /// A change under the watched paths.
+    Watch,
+}
+
+/// The outcome of the last reload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReloadRecord {
+    /// When it finished.
+    pub at: DateTime<Utc>,
+    /// Whether the new rules are active.
+    pub ok: bool,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// What asked for it.
+    pub trigger: ReloadTrigger,
+}
+
+/// State shared by every task of a running daemon.
+pub struct DaemonContext {
+    /// The configuration it runs with.
+    pub config: DaemonConfig,
+    /// The active rule set. Evaluation loads it once per batch and never waits.
+    pub ruleset: ArcSwap<Ruleset>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Ready: the last load succeeded.
+    ready: AtomicBool,
+    /// The last reload, if any.
+    last_reload: Mutex<Option<ReloadRecord>>,
+    /// Reload requests, for the debounced reload task.
+    pub reload_requests: mpsc::UnboundedSender<ReloadTrigger>,
+    /// The input queue while sources may still submit; taken at shutdown.
+    ingest: Mutex<Option<mpsc::Sender<InputLine>>>,
+}
+
+impl DaemonContext {
+    /// A context around an initial (empty) rule set; not ready until
+    /// [`DaemonContext::mark_loaded`].
+    pub fn new(
+        config: DaemonConfig,
+        ruleset: Ruleset,
+        metrics: Metrics,
+        reload_requests: mpsc::UnboundedSender<ReloadTrigger>,
+        ingest: mpsc::Sender<InputLine>,
+    ) -> Arc<DaemonContext> {
+        let context = DaemonContext {
+            config,
+            ruleset: ArcSwap::from_pointee(ruleset),
+            metrics,
+            ready: AtomicBool::new(false),
+            last_reload: Mutex::new(None),
+            reload_requests,
+            ingest: Mutex::new(Some(ingest)),
+        };
+        context.publish_rule_counts();
+        Arc::new(context)
+    }
+
+    /// True when the last load succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The last reload, if any.
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        self.last_reload.lock().expect("not poisoned").clone()
+    }
+
+    /// Marks the first load done: the daemon is ready.
+    pub fn mark_loaded(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.publish_rule_counts();
+    }
+
+    /// Records a reload outcome and sets readiness from it.
+    pub fn record_reload(&self, record: ReloadRecord) {
+        self.ready.store(record.ok, Ordering::Release);
+        *self.last_reload.lock().expect("not poisoned") = Some(record);
+        self.publish_rule_counts();
+    }
+
+    fn publish_rule_counts(&self) {
+        let counts = self.ruleset.load().counts;
+        let gauge = &self.metrics.rules_loaded;
+        gauge
+            .with_label_values(&["detection"])
+            .set(counts.detection as i64);
+        gauge
+            .with_label_values(&["correlation"])
+            .set(counts.correlation as i64);
+        gauge
+            .with_label_values(&["filter"])
+            .set(counts.filters as i64);
+    }
+
+    /// A sender to the input queue, unless the daemon is shutting down.
+    pub fn ingest(&self) -> Option<mpsc::Sender<InputLine>> {
+        self.ingest.lock().expect("not poisoned").clone()
+    }
+
+    /// Stops accepting input: once the last in-flight submitter finishes,
+    /// the queue closes and the workers drain it.
+    pub fn close_ingest(&self) {
+        self.ingest.lock().expect("not poisoned").take();
+    }
+}

@@ -1,1 +1,0 @@
-//! Input decoding (in progress).

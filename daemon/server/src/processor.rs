@@ -1,0 +1,202 @@
+//! The evaluation workers: OS threads that take batches of input lines,
+//! decode them, evaluate them against the active rule set, feed the
+//! correlation engine and hand the serialized records to the sinks.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rsigma_engine::correlation::CorrelationMatch;
+use rsigma_engine::{Detection, Scratch};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::context::DaemonContext;
+use crate::input::Decoder;
+use crate::sink::{DeadLetter, OutputChunk};
+use crate::source::InputLine;
+
+/// The receiving end of the input queue, shared by the workers.
+pub type SharedInput = Arc<Mutex<mpsc::Receiver<InputLine>>>;
+
+/// Starts `count` workers. They stop when the input queue is closed and empty.
+pub fn spawn_workers(
+    count: usize,
+    context: Arc<DaemonContext>,
+    decoder: Arc<Decoder>,
+    input: SharedInput,
+    output: mpsc::Sender<OutputChunk>,
+    dead_letters: mpsc::Sender<DeadLetter>,
+) -> Vec<JoinHandle<()>> {
+    (0..count.max(1))
+        .map(|n| {
+            let worker = Worker {
+                context: Arc::clone(&context),
+                decoder: Arc::clone(&decoder),
+                input: Arc::clone(&input),
+                output: output.clone(),
+                dead_letters: dead_letters.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("rsigma-worker-{n}"))
+                .spawn(move || worker.run())
+                .expect("spawning a worker thread")
+        })
+        .collect()
+}
+
+struct Worker {
+    context: Arc<DaemonContext>,
+    decoder: Arc<Decoder>,
+    input: SharedInput,
+    output: mpsc::Sender<OutputChunk>,
+    dead_letters: mpsc::Sender<DeadLetter>,
+}
+
+/// Buffers reused across batches.
+#[derive(Default)]
+struct Buffers {
+    batch: Vec<InputLine>,
+    events: Vec<Value>,
+    detections: Vec<Detection>,
+    correlated: Vec<CorrelationMatch>,
+    scratch: Scratch,
+}
+
+impl Worker {
+    fn run(self) {
+        let mut buffers = Buffers::default();
+        let batch_size = self.context.config.batch_size;
+        let depth = self
+            .context
+            .metrics
+            .queue_depth
+            .with_label_values(&["input"]);
+        loop {
+            buffers.batch.clear();
+            {
+                let mut input = self.input.lock().expect("input lock not poisoned");
+                match input.blocking_recv() {
+                    Some(line) => buffers.batch.push(line),
+                    None => return,
+                }
+                while buffers.batch.len() < batch_size {
+                    match input.try_recv() {
+                        Ok(line) => buffers.batch.push(line),
+                        Err(_) => break,
+                    }
+                }
+                depth.set(input.len() as i64);
+            }
+            let chunk = self.process(&mut buffers);
+            if chunk.records > 0 {
+                let send = match self.output.try_send(chunk) {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::error::TrySendError::Full(chunk)) => {
+                        self.context
+                            .metrics
+                            .backpressure
+                            .with_label_values(&["output"])
+                            .inc();
+                        self.output.blocking_send(chunk).map_err(|_| ())
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                };
+                if send.is_err() {
+                    tracing::error!("output queue closed; records lost");
+                    return;
+                }
+            }
+            for line in &buffers.batch {
+                self.context
+                    .metrics
+                    .processing_latency
+                    .observe(line.received.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    /// Decodes and evaluates one batch against the rule set active now.
+    fn process(&self, buffers: &mut Buffers) -> OutputChunk {
+        let ruleset = self.context.ruleset.load();
+        let config = &self.context.config;
+        let metrics = &self.context.metrics;
+        let mut chunk = OutputChunk::default();
+        let Buffers {
+            batch,
+            events,
+            detections,
+            correlated,
+            scratch,
+        } = buffers;
+        for line in batch.iter() {
+            events.clear();
+            if let Err(err) = self.decoder.decode(&line.text, events) {
+                metrics.parse_errors.inc();
+                let _ = self
+                    .dead_letters
+                    .blocking_send(DeadLetter::parse(&line.text, err));
+                continue;
+            }
+            for event in events.iter() {
+                metrics.events_processed.inc();
+                detections.clear();
+                ruleset.engine.evaluate_into(event, scratch, detections);
+                if detections.is_empty() {
+                    continue;
+                }
+                let included = config.include_event.then_some(event);
+                let mut correlations = ruleset.correlations.lock().expect("not poisoned");
+                for detection in detections.iter() {
+                    if config.no_detections
+                        && correlations
+                            .as_ref()
+                            .is_some_and(|c| c.is_correlation_only(detection.rule.index))
+                    {
+                        continue;
+                    }
+                    write_record(&mut chunk, &detection.record(included), config.pretty);
+                    metrics.detection_matches.inc();
+                    metrics
+                        .detection_matches_by_rule
+                        .with_label_values(&[rule_label(&detection.rule_title, &detection.rule_id)])
+                        .inc();
+                }
+                if let Some(engine) = correlations.as_mut() {
+                    correlated.clear();
+                    engine.process(event, detections, correlated);
+                    let stats = engine.stats();
+                    drop(correlations);
+                    metrics
+                        .correlation_state_entries
+                        .set(stats.state_entries as i64);
+                    metrics.correlation_evictions.set(stats.evicted as i64);
+                    for found in correlated.iter() {
+                        write_record(&mut chunk, found, config.pretty);
+                        metrics.correlation_matches.inc();
+                        metrics
+                            .correlation_matches_by_rule
+                            .with_label_values(&[rule_label(&found.rule_title, &found.rule_id)])
+                            .inc();
+                    }
+                }
+            }
+        }
+        chunk
+    }
+}
+
+/// The per-rule metric label: the id when there is one, else the title.
+fn rule_label<'a>(title: &'a str, id: &'a Option<String>) -> &'a str {
+    id.as_deref().unwrap_or(title)
+}
+
+fn write_record(chunk: &mut OutputChunk, record: &impl serde::Serialize, pretty: bool) {
+    let written = if pretty {
+        serde_json::to_writer_pretty(&mut chunk.bytes, record)
+    } else {
+        serde_json::to_writer(&mut chunk.bytes, record)
+    };
+    written.expect("records serialize to JSON");
+    chunk.bytes.push(b'\n');
+    chunk.records += 1;
+}

@@ -1,0 +1,154 @@
+//! Hot reload. The file watcher, SIGHUP and `POST /api/v1/reload` all send
+//! requests to one task, which waits for a quiet period (so a burst of file
+//! changes, such as a ConfigMap update, causes one reload), loads the rule set
+//! off the async threads, and swaps it in atomically. A failed load keeps the
+//! previous rules and marks the daemon not ready until a load succeeds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::context::{DaemonContext, ReloadRecord, ReloadTrigger};
+use crate::ruleset::{self, Ruleset};
+
+/// Runs reloads until every request sender is gone.
+pub async fn run(
+    context: Arc<DaemonContext>,
+    mut requests: mpsc::UnboundedReceiver<ReloadTrigger>,
+) {
+    while let Some(mut trigger) = requests.recv().await {
+        // Debounce: wait until no request arrived for the quiet period.
+        loop {
+            match tokio::time::timeout(context.config.reload_debounce, requests.recv()).await {
+                Ok(Some(next)) => {
+                    // An explicit request names the reload better than a file event.
+                    if next != ReloadTrigger::Watch {
+                        trigger = next;
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
+        reload_now(&context, trigger).await;
+    }
+}
+
+/// Loads the rule set and swaps it in, or records why it could not.
+pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
+    context.metrics.reloads.inc();
+    let loading = Arc::clone(context);
+    let loaded = tokio::task::spawn_blocking(move || {
+        let config = &loading.config;
+        ruleset::load(&config.rules, &config.pipelines, &config.correlation)
+    })
+    .await
+    .expect("the rule loader does not panic");
+    match loaded {
+        Ok(ruleset) => {
+            swap(context, ruleset);
+            let active = context.ruleset.load();
+            tracing::info!(
+                trigger = ?trigger,
+                rules = active.counts.detection,
+                correlations = active.counts.correlation,
+                hash = %active.digest,
+                "rules reloaded"
+            );
+            context.record_reload(ReloadRecord {
+                at: Utc::now(),
+                ok: true,
+                error: None,
+                trigger,
+            });
+        }
+        Err(failure) => {
+            context.metrics.reloads_failed.inc();
+            tracing::error!(trigger = ?trigger, error = %failure, "reload failed; keeping the previous rules");
+            context.record_reload(ReloadRecord {
+                at: Utc::now(),
+                ok: false,
+                error: Some(failure.to_string()),
+                trigger,
+            });
+        }
+    }
+}
+
+/// Makes `new` the active rule set, carrying over the state of correlations
+/// that exist unchanged in both.
+pub fn swap(context: &DaemonContext, new: Ruleset) {
+    let old = context.ruleset.load();
+    {
+        // Held until the swap, so no update to the old state is lost after
+        // the snapshot (workers still on the old set wait here).
+        let old_state = old.correlations.lock().expect("not poisoned");
+        if let (Some(old_engine), Some(new_engine)) = (
+            old_state.as_ref(),
+            new.correlations.lock().expect("not poisoned").as_mut(),
+        ) {
+            let restored = new_engine.restore(old_engine.snapshot());
+            tracing::debug!(groups = restored.groups, "correlation state carried over");
+        }
+        context.ruleset.store(Arc::new(new));
+    }
+}
+
+/// Watches the rules path and pipeline files; any change requests a reload.
+/// The returned watcher must be kept alive.
+pub fn watch(context: &Arc<DaemonContext>) -> Result<RecommendedWatcher, String> {
+    let requests = context.reload_requests.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !event.kind.is_access()
+        {
+            let _ = requests.send(ReloadTrigger::Watch);
+        }
+    })
+    .map_err(|err| format!("cannot start the file watcher: {err}"))?;
+    let mut paths: Vec<PathBuf> = vec![context.config.rules.clone()];
+    paths.extend(
+        context
+            .config
+            .pipelines
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_file()),
+    );
+    for path in paths {
+        // A directory is watched recursively; a file through its directory,
+        // so that editors replacing it (rename over) are seen.
+        let (target, mode) = if path.is_dir() {
+            (path.clone(), RecursiveMode::Recursive)
+        } else {
+            (
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf(),
+                RecursiveMode::NonRecursive,
+            )
+        };
+        watcher
+            .watch(&target, mode)
+            .map_err(|err| format!("cannot watch {}: {err}", target.display()))?;
+    }
+    Ok(watcher)
+}
+
+/// Turns SIGHUP into reload requests.
+pub async fn on_sighup(context: Arc<DaemonContext>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        if context.reload_requests.send(ReloadTrigger::Signal).is_err() {
+            return;
+        }
+    }
+}
