@@ -5,7 +5,9 @@
 //! 0 success, 1 detections with `--fail-on-detection`, 2 rule errors,
 //! 3 bad arguments or configuration.
 
+mod client;
 mod commands;
+mod config;
 mod diag;
 mod exit;
 mod options;
@@ -15,6 +17,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::eval::EvalArgs;
+use crate::commands::reload::ReloadArgs;
+use crate::commands::status::StatusArgs;
 use crate::commands::validate::ValidateArgs;
 use crate::diag::Diagnostics;
 use crate::exit::Code;
@@ -55,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: RuleCommand,
     },
+    /// Act on a running daemon's configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
 }
 
 /// Subcommands of `rsigma engine`.
@@ -62,6 +71,8 @@ enum Command {
 enum EngineCommand {
     /// Evaluate JSON events against Sigma rules and print detections as NDJSON.
     Eval(EvalArgs),
+    /// Show the status of a running daemon (GET /api/v1/status) as JSON.
+    Status(StatusArgs),
 }
 
 /// Subcommands of `rsigma rule`.
@@ -69,6 +80,13 @@ enum EngineCommand {
 enum RuleCommand {
     /// Load and compile rules and report every rule that fails.
     Validate(ValidateArgs),
+}
+
+/// Subcommands of `rsigma config`.
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Ask a running daemon to reload its rules (POST /api/v1/reload).
+    Reload(ReloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,9 +109,15 @@ fn main() -> ExitCode {
         Command::Engine {
             command: EngineCommand::Eval(args),
         } => commands::eval::run(args, &diag),
+        Command::Engine {
+            command: EngineCommand::Status(args),
+        } => commands::status::run(args, &diag),
         Command::Rule {
             command: RuleCommand::Validate(args),
         } => commands::validate::run(args, &diag),
+        Command::Config {
+            command: ConfigCommand::Reload(args),
+        } => commands::reload::run(args, &diag),
     };
     match result {
         Ok(code) => code.into(),

@@ -1,6 +1,8 @@
 //! One module per subcommand, plus the rule loading they share.
 
 pub mod eval;
+pub mod reload;
+pub mod status;
 pub mod validate;
 
 use std::path::Path;

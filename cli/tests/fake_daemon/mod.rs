@@ -1,0 +1,248 @@
+//! A tiny fake rsigma daemon for the client tests: a `TcpListener` on
+//! 127.0.0.1 (or ::1) answering canned HTTP/1.1 responses from a thread, and
+//! recording every request so tests can assert method, path and query.
+
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use assert_cmd::Command;
+
+/// One request received by the fake daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST`, ...; `TLS` for a connection that opened with a TLS handshake.
+    pub method: String,
+    /// The request target: path and query, e.g. `/api/v1/reload?expected_hash=x`.
+    pub target: String,
+    /// The request body.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// `METHOD target`, as in the request line.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.target)
+    }
+}
+
+/// A canned answer.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// `Content-Type` header value.
+    pub content_type: &'static str,
+    /// Response body.
+    pub body: String,
+}
+
+impl Reply {
+    /// A JSON answer with the given status.
+    pub fn json(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+        }
+    }
+
+    /// A plain-text answer with the given status.
+    pub fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain",
+            body: body.into(),
+        }
+    }
+}
+
+/// Decides the reply to a request; gets the request and its index (0-based).
+type Handler = dyn Fn(&Request, usize) -> Reply + Send + Sync;
+
+/// A running fake daemon. Its thread lives until the test process exits.
+pub struct FakeDaemon {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl FakeDaemon {
+    /// Starts a fake daemon on 127.0.0.1 with an ephemeral port.
+    pub fn start(handler: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static) -> FakeDaemon {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::serve(listener, Arc::new(handler))
+    }
+
+    /// Starts a fake daemon on [::1], or returns `None` when IPv6 loopback is unavailable.
+    pub fn start_v6(
+        handler: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static,
+    ) -> Option<FakeDaemon> {
+        let listener = TcpListener::bind("[::1]:0").ok()?;
+        Some(Self::serve(listener, Arc::new(handler)))
+    }
+
+    /// Starts a fake daemon that always gives the same reply.
+    pub fn always(reply: Reply) -> FakeDaemon {
+        Self::start(move |_, _| reply.clone())
+    }
+
+    fn serve(listener: TcpListener, handler: Arc<Handler>) -> FakeDaemon {
+        let addr = listener.local_addr().expect("local address");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&requests);
+        let count = AtomicUsize::new(0);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let index = count.fetch_add(1, Ordering::SeqCst);
+                handle(stream, index, &*handler, &recorded);
+            }
+        });
+        FakeDaemon { addr, requests }
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The listening port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The request lines (`METHOD target`) received so far, in order.
+    pub fn lines(&self) -> Vec<String> {
+        self.requests().iter().map(Request::line).collect()
+    }
+}
+
+/// Serves one connection: one request, one reply, then close.
+fn handle(stream: TcpStream, index: usize, handler: &Handler, recorded: &Mutex<Vec<Request>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut first = [0u8; 1];
+    if matches!(stream.peek(&mut first), Ok(1) if first[0] == 0x16) {
+        // A TLS ClientHello: record it and hang up.
+        recorded.lock().unwrap().push(Request {
+            method: "TLS".into(),
+            target: String::new(),
+            body: Vec::new(),
+        });
+        return;
+    }
+    let mut reader = BufReader::new(&stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let mut content_length = 0usize;
+    loop {
+        let mut header = String::new();
+        match reader.read_line(&mut header) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            content_length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; content_length];
+    let _ = reader.read_exact(&mut body);
+    let request = Request {
+        method,
+        target,
+        body,
+    };
+    let reply = handler(&request, index);
+    recorded.lock().unwrap().push(request);
+    let response = format!(
+        "HTTP/1.1 {} Canned\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        reply.status,
+        reply.content_type,
+        reply.body.len(),
+        reply.body
+    );
+    let mut stream = &stream;
+    let _ = stream.write_all(response.as_bytes());
+    let _ = stream.flush();
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+/// A status object as the daemon sends it, with the given `last_reload`.
+pub fn status_json(last_reload: &str) -> String {
+    format!(
+        r#"{{"version":"0.1.0","uptime_secs":12,"ready":true,"input":"http","rules":{{"detection":10,"correlation":1,"filters":0}},"rules_hash":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","rules_loaded_at":"2024-05-01T10:00:00Z","last_reload":{last_reload},"events_processed":100,"parse_errors":2,"detection_matches":5,"correlation_matches":1}}"#
+    )
+}
+
+/// The `rsigma` binary, run in `cwd` with `HOME` and `XDG_CONFIG_HOME` pointing
+/// at `home` (so no user config file is found) and without proxy variables.
+pub fn isolated(cwd: &Path, home: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("rsigma").expect("the rsigma binary is built");
+    cmd.current_dir(cwd)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"));
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Temporary working and home directories for [`isolated`].
+pub struct Sandbox {
+    /// The working directory.
+    pub cwd: tempfile::TempDir,
+    /// `HOME` (and `XDG_CONFIG_HOME` = `HOME/.config`).
+    pub home: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Two fresh, empty directories.
+    pub fn new() -> Sandbox {
+        Sandbox {
+            cwd: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `rsigma` with `args`, isolated in this sandbox.
+    pub fn rsigma(&self, args: &[&str]) -> Command {
+        let mut cmd = isolated(self.cwd.path(), self.home.path());
+        cmd.args(args);
+        cmd
+    }
+}
