@@ -73,6 +73,9 @@ enum EngineCommand {
     Eval(EvalArgs),
     /// Show the status of a running daemon (GET /api/v1/status) as JSON.
     Status(StatusArgs),
+    /// Run the long-running daemon: hot reload, health checks, metrics and an HTTP API.
+    #[cfg(feature = "daemon")]
+    Daemon(Box<commands::daemon::DaemonArgs>),
 }
 
 /// Subcommands of `rsigma rule`.
@@ -112,6 +115,10 @@ fn main() -> ExitCode {
         Command::Engine {
             command: EngineCommand::Status(args),
         } => commands::status::run(args, &diag),
+        #[cfg(feature = "daemon")]
+        Command::Engine {
+            command: EngineCommand::Daemon(args),
+        } => commands::daemon::run(args),
         Command::Rule {
             command: RuleCommand::Validate(args),
         } => commands::validate::run(args, &diag),

@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use rsigma_engine::correlation::{CorrelationOptions, EventMode, FireAction, TimestampFallback};
 
+use crate::config::CorrelationSection;
+
 /// `--action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ActionArg {
@@ -35,67 +37,88 @@ pub enum FallbackArg {
     Skip,
 }
 
-/// Correlation behaviour flags.
+/// Correlation behaviour flags. Unset flags fall back to the config file
+/// (for the daemon), then to the defaults named in the help.
 #[derive(Debug, Clone, Args)]
 pub struct CorrelationArgs {
-    /// Suppress repeated alerts of a correlation for the same group within this window (e.g. 30s, 5m, 1h).
+    /// Suppress repeated alerts of a correlation for the same group within this window (e.g. 30s, 5m, 1h). [default: none]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub suppress: Option<Duration>,
 
-    /// What a correlation does after it fires.
-    #[arg(long, value_enum, default_value = "alert")]
-    pub action: ActionArg,
+    /// What a correlation does after it fires. [default: alert]
+    #[arg(long, value_enum)]
+    pub action: Option<ActionArg>,
 
     /// Do not output detections of rules that only feed correlations (unless the correlation sets `generate: true`).
     #[arg(long)]
     pub no_detections: bool,
 
-    /// Which events a correlation match carries.
-    #[arg(long, value_enum, default_value = "none")]
-    pub correlation_event_mode: EventModeArg,
+    /// Which events a correlation match carries. [default: none]
+    #[arg(long, value_enum)]
+    pub correlation_event_mode: Option<EventModeArg>,
 
-    /// At most this many events kept per correlation window (the newest).
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub max_correlation_events: usize,
+    /// At most this many events kept per correlation window (the newest). [default: 10]
+    #[arg(long, value_name = "N")]
+    pub max_correlation_events: Option<usize>,
 
-    /// At most this many correlation groups in memory; the stalest are evicted.
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
-    pub max_correlation_state: usize,
+    /// At most this many correlation groups in memory; the stalest are evicted. [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub max_correlation_state: Option<usize>,
 
     /// A field holding the event time, tried before the defaults (@timestamp, timestamp, EventTime, TimeCreated, UtcTime, event.created, time). Repeatable.
     #[arg(long, value_name = "FIELD")]
     pub timestamp_field: Vec<String>,
 
-    /// What to do with events that have no readable timestamp.
-    #[arg(long, value_enum, default_value = "wallclock")]
-    pub timestamp_fallback: FallbackArg,
+    /// What to do with events that have no readable timestamp. [default: wallclock]
+    #[arg(long, value_enum)]
+    pub timestamp_fallback: Option<FallbackArg>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parses a humantime duration (`30s`, `5m`, `1h 30m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| format!("invalid duration '{text}': {err}"))
 }
 
 impl CorrelationArgs {
-    /// The engine options these flags describe.
-    pub fn options(&self) -> CorrelationOptions {
+    /// The engine options: flags first, then the config file's
+    /// `daemon.correlation` section, then the defaults.
+    pub fn options(&self, file: &CorrelationSection) -> CorrelationOptions {
+        let defaults = CorrelationOptions::default();
+        let mut timestamp_fields = self.timestamp_field.clone();
+        timestamp_fields.extend(file.timestamp_fields.iter().cloned());
         CorrelationOptions {
-            suppress: self.suppress,
+            suppress: self.suppress.or(file.suppress),
             action: match self.action {
-                ActionArg::Alert => FireAction::Alert,
-                ActionArg::Reset => FireAction::Reset,
+                Some(ActionArg::Alert) => FireAction::Alert,
+                Some(ActionArg::Reset) => FireAction::Reset,
+                None => file.action.map_or(defaults.action, Into::into),
             },
             event_mode: match self.correlation_event_mode {
-                EventModeArg::None => EventMode::None,
-                EventModeArg::Full => EventMode::Full,
-                EventModeArg::Refs => EventMode::Refs,
+                Some(EventModeArg::None) => EventMode::None,
+                Some(EventModeArg::Full) => EventMode::Full,
+                Some(EventModeArg::Refs) => EventMode::Refs,
+                None => file.event_mode.map_or(defaults.event_mode, Into::into),
             },
-            max_events: self.max_correlation_events,
-            timestamp_fields: self.timestamp_field.clone(),
+            max_events: self
+                .max_correlation_events
+                .or(file.max_events)
+                .unwrap_or(defaults.max_events),
+            timestamp_fields,
             timestamp_fallback: match self.timestamp_fallback {
-                FallbackArg::Wallclock => TimestampFallback::Wallclock,
-                FallbackArg::Skip => TimestampFallback::Skip,
+                Some(FallbackArg::Wallclock) => TimestampFallback::Wallclock,
+                Some(FallbackArg::Skip) => TimestampFallback::Skip,
+                None => file
+                    .timestamp_fallback
+                    .map_or(defaults.timestamp_fallback, Into::into),
             },
-            max_state_entries: self.max_correlation_state,
+            max_state_entries: self
+                .max_correlation_state
+                .unwrap_or(defaults.max_state_entries),
         }
+    }
+
+    /// `--no-detections`, from the flag or the config file.
+    pub fn no_detections(&self, file: &CorrelationSection) -> bool {
+        self.no_detections || file.no_detections.unwrap_or(false)
     }
 }

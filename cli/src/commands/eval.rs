@@ -19,6 +19,7 @@ use rsigma_engine::{Detection, Engine, Scratch};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::config::CorrelationSection;
 use crate::diag::Diagnostics;
 use crate::exit::{CliError, Code};
 use crate::options::CorrelationArgs;
@@ -66,7 +67,8 @@ pub fn run(args: &EvalArgs, diag: &Diagnostics) -> Result<Code, CliError> {
     // and nothing is written to stdout.
     let sources = open_sources(&args.events)?;
 
-    let compiled = super::load_and_compile(&args.rules, &args.correlation.options())?;
+    let file = CorrelationSection::default();
+    let compiled = super::load_and_compile(&args.rules, &args.correlation.options(&file))?;
     if !compiled.errors.is_empty() {
         for error in &compiled.errors {
             diag.error(error);
@@ -91,7 +93,7 @@ pub fn run(args: &EvalArgs, diag: &Diagnostics) -> Result<Code, CliError> {
         engine: &compiled.engine,
         correlations: compiled.correlations,
         correlation_matches: Vec::new(),
-        no_detections: args.correlation.no_detections,
+        no_detections: args.correlation.no_detections(&file),
         correlated: 0,
         scratch: compiled.engine.new_scratch(),
         detections: Vec::new(),

@@ -1,5 +1,7 @@
 //! One module per subcommand, plus the rule loading they share.
 
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod eval;
 pub mod reload;
 pub mod status;
