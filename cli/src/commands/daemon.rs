@@ -13,9 +13,10 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Args;
 use rsigma_daemon::input::{DecoderConfig, Extract, InputFormat};
+use rsigma_daemon::tls::{MinVersion, TlsConfig};
 use rsigma_daemon::{DaemonConfig, StateConfig};
 
-use crate::config::{ConfigArgs, DaemonSection};
+use crate::config::{ConfigArgs, DaemonSection, TlsVersion};
 use crate::exit::{CliError, Code};
 use crate::options::CorrelationArgs;
 
@@ -76,6 +77,31 @@ pub struct DaemonArgs {
     /// Permit plaintext HTTP on a non-loopback --api-addr.
     #[arg(long)]
     pub allow_plaintext: bool,
+
+    /// PEM certificate (with intermediates) for the API listener. Requires --tls-key.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Requires --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Password of an encrypted --tls-key (rejected: decrypt the key first).
+    #[arg(
+        long,
+        value_name = "PASS",
+        env = "RSIGMA_TLS_KEY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub tls_key_password: Option<String>,
+
+    /// PEM CA bundle verifying client certificates: enables mutual TLS.
+    #[arg(long, value_name = "PATH")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Minimum TLS version: 1.2 or 1.3. [default: 1.3]
+    #[arg(long, value_name = "VERSION")]
+    pub tls_min_version: Option<String>,
 
     #[command(flatten)]
     pub correlation: CorrelationArgs,
@@ -209,9 +235,39 @@ fn build_config(args: &DaemonArgs, file: &DaemonSection) -> Result<DaemonConfig,
             .map_err(|err| format!("invalid --api-addr '{addr}': {err}"))?;
     }
     config.allow_plaintext = args.allow_plaintext || file.tls.allow_plaintext.unwrap_or(false);
-    if file.tls.cert.is_some() || file.tls.key.is_some() {
-        return Err("TLS (daemon.tls.cert/key) is not available in this build yet".into());
+    if args.tls_key_password.is_some() {
+        return Err(
+            "--tls-key-password: encrypted keys are not supported; decrypt the key \
+                    first (openssl pkey -in key.pem -out key-decrypted.pem)"
+                .into(),
+        );
     }
+    let cert = args.tls_cert.clone().or_else(|| file.tls.cert.clone());
+    let key = args.tls_key.clone().or_else(|| file.tls.key.clone());
+    config.tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            cert,
+            key,
+            client_ca: args
+                .tls_client_ca
+                .clone()
+                .or_else(|| file.tls.client_ca.clone()),
+            min_version: match &args.tls_min_version {
+                Some(version) => version.parse()?,
+                None => match file.tls.min_version {
+                    Some(TlsVersion::V1_2) => MinVersion::V1_2,
+                    _ => MinVersion::V1_3,
+                },
+            },
+        }),
+        (None, None) => {
+            if args.tls_client_ca.is_some() || file.tls.client_ca.is_some() {
+                return Err("--tls-client-ca needs --tls-cert and --tls-key".into());
+            }
+            None
+        }
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     config.correlation = args.correlation.options(&file.correlation);
     config.no_detections = args.correlation.no_detections(&file.correlation);
     if let Some(db) = args.state_db.clone().or_else(|| file.state.db.clone()) {

@@ -54,6 +54,13 @@ async fn readyz(State(context): State<Arc<DaemonContext>>) -> Response {
 }
 
 async fn metrics(State(context): State<Arc<DaemonContext>>) -> Response {
+    if let Some(tls) = &context.tls {
+        let metrics = &context.metrics;
+        metrics.tls_certificate_expiry.set(tls.seconds_to_expiry());
+        metrics
+            .tls_active_connections
+            .set(context.server.connection_count() as i64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         context.metrics.render(),

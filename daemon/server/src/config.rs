@@ -8,6 +8,7 @@ use std::time::Duration;
 use rsigma_engine::correlation::CorrelationOptions;
 
 use crate::input::{DecoderConfig, Extract, InputFormat};
+use crate::tls::TlsConfig;
 
 /// Where events come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +123,8 @@ pub struct DaemonConfig {
     pub pretty: bool,
     /// API listener.
     pub api_addr: SocketAddr,
+    /// TLS for the API listener.
+    pub tls: Option<TlsConfig>,
     /// Permit plaintext on a non-loopback API address.
     pub allow_plaintext: bool,
     /// Correlation behaviour.
@@ -163,6 +166,7 @@ impl DaemonConfig {
             include_event: false,
             pretty: false,
             api_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            tls: None,
             allow_plaintext: false,
             correlation: CorrelationOptions::default(),
             no_detections: false,
@@ -196,7 +200,7 @@ impl DaemonConfig {
                 return Err("--state-save-interval must be at least 1 second".into());
             }
         }
-        if !self.api_addr.ip().is_loopback() && !self.allow_plaintext {
+        if self.tls.is_none() && !self.api_addr.ip().is_loopback() && !self.allow_plaintext {
             return Err(format!(
                 "refusing plaintext HTTP on non-loopback address {}: configure TLS \
                  (--tls-cert/--tls-key) or pass --allow-plaintext",

@@ -13,6 +13,7 @@ use crate::config::DaemonConfig;
 use crate::metrics::Metrics;
 use crate::ruleset::Ruleset;
 use crate::source::InputLine;
+use crate::tls::TlsState;
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,6 +56,10 @@ pub struct DaemonContext {
     pub reload_requests: mpsc::UnboundedSender<ReloadTrigger>,
     /// The input queue while sources may still submit; taken at shutdown.
     ingest: Mutex<Option<mpsc::Sender<InputLine>>>,
+    /// TLS of the API listener, rotated on reload.
+    pub tls: Option<TlsState>,
+    /// The API server's connection handle (for counts and shutdown).
+    pub server: axum_server::Handle<std::net::SocketAddr>,
 }
 
 impl DaemonContext {
@@ -66,6 +71,7 @@ impl DaemonContext {
         metrics: Metrics,
         reload_requests: mpsc::UnboundedSender<ReloadTrigger>,
         ingest: mpsc::Sender<InputLine>,
+        tls: Option<TlsState>,
     ) -> Arc<DaemonContext> {
         let context = DaemonContext {
             config,
@@ -75,6 +81,8 @@ impl DaemonContext {
             last_reload: Mutex::new(None),
             reload_requests,
             ingest: Mutex::new(Some(ingest)),
+            tls,
+            server: axum_server::Handle::new(),
         };
         context.publish_rule_counts();
         Arc::new(context)

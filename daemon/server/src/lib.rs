@@ -26,10 +26,10 @@ pub mod reload;
 pub mod ruleset;
 pub mod sink;
 pub mod source;
+pub mod tls;
 
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +64,15 @@ impl DaemonError {
 /// with `--input stdin`), then drains in-flight events within the drain
 /// timeout, writes the final state snapshot and returns.
 pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
+    run_until(config, termination_signal()).await
+}
+
+/// [`run`], stopping when `shutdown` completes instead of on a signal
+/// (for embedding and tests).
+pub async fn run_until(
+    config: DaemonConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
     config.validate().map_err(DaemonError::Config)?;
     let decoder = input::Decoder::new(&config.decoder)
         .map(Arc::new)
@@ -78,7 +87,13 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             .pop(),
         None => None,
     };
-    let listener = TcpListener::bind(config.api_addr).await.map_err(|err| {
+    let tls = config
+        .tls
+        .clone()
+        .map(tls::TlsState::new)
+        .transpose()
+        .map_err(DaemonError::Config)?;
+    let listener = std::net::TcpListener::bind(config.api_addr).map_err(|err| {
         DaemonError::Config(format!("cannot listen on {}: {err}", config.api_addr))
     })?;
     let workers = config.workers;
@@ -92,17 +107,17 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         Metrics::new(),
         reload_requests,
         input_sender,
+        tls,
     );
 
     // The listener comes up first: liveness holds while the rules load,
     // readiness does not.
-    let stop_server = CancellationToken::new();
-    let server = tokio::spawn({
-        let serve = axum::serve(listener, api::router(Arc::clone(&context)))
-            .with_graceful_shutdown(stop_server.clone().cancelled_owned());
-        async move { serve.await }
-    });
-    tracing::info!(addr = %context.config.api_addr, "API listening");
+    let server = serve(&context, listener).map_err(DaemonError::Config)?;
+    tracing::info!(
+        addr = %context.config.api_addr,
+        tls = context.tls.is_some(),
+        "API listening"
+    );
 
     let loading = Arc::clone(&context);
     let first = tokio::task::spawn_blocking(move || {
@@ -124,7 +139,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             );
         }
         Err(failure) => {
-            stop_server.cancel();
+            context.server.shutdown();
             let _ = server.await;
             return Err(if failure.pipeline {
                 DaemonError::Config(failure.to_string())
@@ -181,7 +196,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     };
     drop(dead_letter_sender);
 
-    wait_for_shutdown(stdin.as_mut()).await;
+    wait_for_shutdown(shutdown, stdin.as_mut()).await;
     tracing::info!("shutting down: draining in-flight events");
     if let Some(stdin) = stdin {
         stdin.abort();
@@ -210,14 +225,40 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     }
     reloads.abort();
     hangups.abort();
-    stop_server.cancel();
+    context
+        .server
+        .graceful_shutdown(Some(std::time::Duration::from_secs(1)));
     let _ = server.await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Waits for SIGTERM, SIGINT, or the end of the stdin source.
-async fn wait_for_shutdown(stdin: Option<&mut tokio::task::JoinHandle<()>>) {
+/// Serves the API on the listener, over TLS when configured.
+fn serve(
+    context: &Arc<DaemonContext>,
+    listener: std::net::TcpListener,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, String> {
+    let app = api::router(Arc::clone(context)).into_make_service();
+    let handle = context.server.clone();
+    let bound = |err: std::io::Error| format!("cannot serve on {}: {err}", context.config.api_addr);
+    Ok(match &context.tls {
+        Some(tls) => {
+            let server = axum_server::tls_rustls::from_tcp_rustls(listener, tls.rustls.clone())
+                .map_err(bound)?
+                .handle(handle);
+            tokio::spawn(async move { server.serve(app).await })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener)
+                .map_err(bound)?
+                .handle(handle);
+            tokio::spawn(async move { server.serve(app).await })
+        }
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn termination_signal() {
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let term = async {
@@ -228,6 +269,17 @@ async fn wait_for_shutdown(stdin: Option<&mut tokio::task::JoinHandle<()>>) {
             None => std::future::pending().await,
         }
     };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Waits for the shutdown future or the end of the stdin source.
+async fn wait_for_shutdown(
+    shutdown: impl std::future::Future<Output = ()>,
+    stdin: Option<&mut tokio::task::JoinHandle<()>>,
+) {
     let stdin_done = async {
         match stdin {
             Some(task) => {
@@ -238,8 +290,7 @@ async fn wait_for_shutdown(stdin: Option<&mut tokio::task::JoinHandle<()>>) {
         }
     };
     tokio::select! {
-        _ = term => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = shutdown => {}
         _ = stdin_done => {}
     }
 }

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub state_saves: IntCounter,
     /// State snapshots that failed.
     pub state_save_failures: IntCounter,
+    /// Seconds until the API certificate expires (negative once expired).
+    pub tls_certificate_expiry: IntGauge,
+    /// Open connections on the API listener.
+    pub tls_active_connections: IntGauge,
 }
 
 impl Metrics {
@@ -194,6 +198,16 @@ impl Metrics {
                 &registry,
                 "rsigma_state_save_failures_total",
                 "Correlation state snapshots that failed",
+            ),
+            tls_certificate_expiry: gauge(
+                &registry,
+                "rsigma_tls_certificate_expiry_seconds",
+                "Seconds until the API certificate expires; negative once expired",
+            ),
+            tls_active_connections: gauge(
+                &registry,
+                "rsigma_tls_active_connections",
+                "Open connections on the TLS API listener",
             ),
             registry,
             started: Instant::now(),

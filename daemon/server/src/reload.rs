@@ -47,6 +47,22 @@ pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
     })
     .await
     .expect("the rule loader does not panic");
+    // The certificate rotates in the same pass; a failure keeps the
+    // previous one and fails the reload.
+    let tls = match &context.tls {
+        Some(tls) => tls.reload(),
+        None => Ok(()),
+    };
+    let loaded = match (loaded, tls) {
+        (Ok(ruleset), Ok(())) => Ok(ruleset),
+        (Ok(ruleset), Err(tls_error)) => {
+            // The rules are fine: use them; report the certificate problem.
+            swap(context, ruleset);
+            Err(tls_error)
+        }
+        (Err(failure), Ok(())) => Err(failure.to_string()),
+        (Err(failure), Err(tls_error)) => Err(format!("{failure}; {tls_error}")),
+    };
     match loaded {
         Ok(ruleset) => {
             swap(context, ruleset);
@@ -71,7 +87,7 @@ pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
             context.record_reload(ReloadRecord {
                 at: Utc::now(),
                 ok: false,
-                error: Some(failure.to_string()),
+                error: Some(failure),
                 trigger,
             });
         }
