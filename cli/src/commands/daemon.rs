@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Args;
 use rsigma_daemon::input::{DecoderConfig, Extract, InputFormat};
+use rsigma_daemon::tap::TapConfig;
 use rsigma_daemon::tls::{MinVersion, TlsConfig};
 use rsigma_daemon::{DaemonConfig, StateConfig};
 
@@ -145,6 +146,10 @@ pub struct DaemonArgs {
     /// Do not watch the rule and pipeline files (reload on SIGHUP or POST /api/v1/reload only).
     #[arg(long)]
     pub no_watch: bool,
+
+    /// Enable GET /api/v1/tap (live event capture; exposes raw events: use behind mTLS).
+    #[arg(long)]
+    pub enable_tap: bool,
 }
 
 /// Runs `rsigma engine daemon` until it stops.
@@ -302,6 +307,13 @@ fn build_config(args: &DaemonArgs, file: &DaemonSection) -> Result<DaemonConfig,
         config.max_line_bytes = n;
     }
     config.watch = !args.no_watch;
+    let defaults = TapConfig::default();
+    config.tap = TapConfig {
+        enabled: args.enable_tap || file.tap.enabled.unwrap_or(false),
+        max_duration: file.tap.max_duration.unwrap_or(defaults.max_duration),
+        max_sessions: file.tap.max_sessions.unwrap_or(defaults.max_sessions),
+        buffer_size: file.tap.buffer_size.unwrap_or(defaults.buffer_size),
+    };
     config.validate()?;
     Ok(config)
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::context::{DaemonContext, ReloadRecord, ReloadTrigger};
 use crate::ruleset::RuleCounts;
 use crate::source::{InputLine, submit};
+use crate::tap::{Stage, TapError, TapRequest, TapStream, parse_redact_fields};
 
 /// Largest accepted `POST /api/v1/events` body.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -29,6 +30,7 @@ pub fn router(context: Arc<DaemonContext>) -> Router {
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/events", post(events))
+        .route("/api/v1/tap", get(tap))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(context)
 }
@@ -228,4 +230,141 @@ async fn events(State(context): State<Arc<DaemonContext>>, body: Bytes) -> Respo
         accepted += 1;
     }
     axum::Json(json!({ "accepted": accepted })).into_response()
+}
+
+/// Query of `GET /api/v1/tap`.
+#[derive(Debug, Deserialize)]
+struct TapQuery {
+    /// Capture window (humantime); default 30s, capped by the server.
+    duration: Option<String>,
+    /// Stop after this many events.
+    limit: Option<u64>,
+    /// `decoded` (default) or `raw`.
+    stage: Option<String>,
+    /// Comma-separated dotted paths to redact.
+    redact_fields: Option<String>,
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "error": message })),
+    )
+        .into_response()
+}
+
+async fn tap(State(context): State<Arc<DaemonContext>>, Query(query): Query<TapQuery>) -> Response {
+    let duration = match query.duration.as_deref().map(humantime::parse_duration) {
+        None => std::time::Duration::from_secs(30),
+        Some(Ok(duration)) => duration,
+        Some(Err(err)) => return bad_request(format!("invalid duration: {err}")),
+    };
+    let stage = match query.stage.as_deref() {
+        None | Some("decoded") => Stage::Decoded,
+        Some("raw") => Stage::Raw,
+        Some(other) => {
+            return bad_request(format!("invalid stage '{other}': expected decoded or raw"));
+        }
+    };
+    let redact_fields = match query.redact_fields.as_deref().map(parse_redact_fields) {
+        None => Vec::new(),
+        Some(Ok(paths)) => paths,
+        Some(Err(err)) => return bad_request(err),
+    };
+    let request = TapRequest {
+        duration,
+        limit: query.limit,
+        stage,
+        redact_fields,
+    };
+    let stream = match context.tap.open(request, &context.metrics) {
+        Ok(stream) => stream,
+        Err(err @ TapError::Disabled) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "error": err.to_string() })),
+            )
+                .into_response();
+        }
+        Err(err @ TapError::TooMany(_)) => {
+            return (
+                StatusCode::CONFLICT,
+                axum::Json(json!({ "error": err.to_string() })),
+            )
+                .into_response();
+        }
+    };
+    let config = &context.config;
+    let input = json!({
+        "input": config.input.to_string(),
+        "format": config.decoder.format.as_str(),
+        "jq": match &config.decoder.extract { crate::input::Extract::Jq(q) => Some(q), _ => None },
+        "jsonpath": match &config.decoder.extract { crate::input::Extract::JsonPath(p) => Some(p), _ => None },
+        "syslog_tz": config.decoder.syslog_tz,
+    });
+    let body = tap_body(stream, input, Arc::clone(&context));
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Event lines until the window closes or the limit is reached, then the
+/// summary. Dropping the stream (a client that went away) closes the session.
+fn tap_body(
+    stream: TapStream,
+    input: serde_json::Value,
+    context: Arc<DaemonContext>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    struct State {
+        stream: TapStream,
+        input: serde_json::Value,
+        context: Arc<DaemonContext>,
+        captured: u64,
+        done: bool,
+    }
+    let state = State {
+        stream,
+        input,
+        context,
+        captured: 0,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        if state.done {
+            return None;
+        }
+        let limit_reached = state
+            .stream
+            .limit()
+            .is_some_and(|limit| state.captured >= limit);
+        if !limit_reached {
+            let deadline = tokio::time::Instant::from_std(state.stream.deadline);
+            tokio::select! {
+                line = state.stream.lines.recv() => {
+                    if let Some(mut line) = line {
+                        state.captured += 1;
+                        state.context.metrics.tap_events_streamed.inc();
+                        line.push('\n');
+                        return Some((Ok(Bytes::from(line)), state));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        state.done = true;
+        let limit_reached = state
+            .stream
+            .limit()
+            .is_some_and(|limit| state.captured >= limit);
+        let mut summary = crate::tap::summary(
+            &state.stream,
+            state.captured,
+            limit_reached,
+            state.input.clone(),
+        );
+        summary.push('\n');
+        Some((Ok(Bytes::from(summary)), state))
+    })
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rsigma_engine::correlation::CorrelationOptions;
 
 use crate::input::{DecoderConfig, Extract, InputFormat};
+use crate::tap::TapConfig;
 use crate::tls::TlsConfig;
 
 /// Where events come from.
@@ -147,6 +148,8 @@ pub struct DaemonConfig {
     pub watch: bool,
     /// Evaluation threads.
     pub workers: usize,
+    /// The live tap.
+    pub tap: TapConfig,
 }
 
 impl DaemonConfig {
@@ -178,6 +181,7 @@ impl DaemonConfig {
             reload_debounce: Duration::from_millis(500),
             watch: true,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            tap: TapConfig::default(),
         }
     }
 
@@ -191,6 +195,9 @@ impl DaemonConfig {
         }
         if self.outputs.is_empty() {
             return Err("at least one --output is needed".into());
+        }
+        if self.tap.max_sessions == 0 || self.tap.buffer_size == 0 {
+            return Err("tap max_sessions and buffer_size must be at least 1".into());
         }
         if let Some(state) = &self.state {
             if state.clear && state.keep {

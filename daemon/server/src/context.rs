@@ -13,6 +13,7 @@ use crate::config::DaemonConfig;
 use crate::metrics::Metrics;
 use crate::ruleset::Ruleset;
 use crate::source::InputLine;
+use crate::tap::TapHub;
 use crate::tls::TlsState;
 
 /// What asked for a reload.
@@ -58,6 +59,8 @@ pub struct DaemonContext {
     ingest: Mutex<Option<mpsc::Sender<InputLine>>>,
     /// TLS of the API listener, rotated on reload.
     pub tls: Option<TlsState>,
+    /// The live tap's sessions.
+    pub tap: Arc<TapHub>,
     /// The API server's connection handle (for counts and shutdown).
     pub server: axum_server::Handle<std::net::SocketAddr>,
 }
@@ -73,6 +76,7 @@ impl DaemonContext {
         ingest: mpsc::Sender<InputLine>,
         tls: Option<TlsState>,
     ) -> Arc<DaemonContext> {
+        let tap = Arc::new(TapHub::new(config.tap.clone()));
         let context = DaemonContext {
             config,
             ruleset: ArcSwap::from_pointee(ruleset),
@@ -82,6 +86,7 @@ impl DaemonContext {
             reload_requests,
             ingest: Mutex::new(Some(ingest)),
             tls,
+            tap,
             server: axum_server::Handle::new(),
         };
         context.publish_rule_counts();

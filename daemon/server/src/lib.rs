@@ -26,6 +26,7 @@ pub mod reload;
 pub mod ruleset;
 pub mod sink;
 pub mod source;
+pub mod tap;
 pub mod tls;
 
 use std::sync::{Arc, Mutex};

@@ -53,6 +53,14 @@ pub struct Metrics {
     pub tls_certificate_expiry: IntGauge,
     /// Open connections on the API listener.
     pub tls_active_connections: IntGauge,
+    /// Tap sessions open now.
+    pub tap_sessions_active: IntGauge,
+    /// Tap sessions opened since start.
+    pub tap_sessions_total: IntCounter,
+    /// Events streamed to tap clients.
+    pub tap_events_streamed: IntCounter,
+    /// Events dropped from tap sessions (full buffer, or unparseable raw lines in redacting captures).
+    pub tap_events_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -208,6 +216,26 @@ impl Metrics {
                 &registry,
                 "rsigma_tls_active_connections",
                 "Open connections on the TLS API listener",
+            ),
+            tap_sessions_active: gauge(
+                &registry,
+                "rsigma_tap_sessions_active",
+                "Tap sessions open now",
+            ),
+            tap_sessions_total: counter(
+                &registry,
+                "rsigma_tap_sessions_total",
+                "Tap sessions opened since start",
+            ),
+            tap_events_streamed: counter(
+                &registry,
+                "rsigma_tap_events_streamed_total",
+                "Events streamed to tap clients",
+            ),
+            tap_events_dropped: counter(
+                &registry,
+                "rsigma_tap_events_dropped_total",
+                "Events dropped from tap sessions: full buffer, or unparseable raw lines in redacting captures",
             ),
             registry,
             started: Instant::now(),

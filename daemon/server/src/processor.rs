@@ -128,9 +128,15 @@ impl Worker {
             correlated,
             scratch,
         } = buffers;
+        let tap = &self.context.tap;
         for line in batch.iter() {
             events.clear();
-            if let Err(err) = self.decoder.decode(&line.text, events) {
+            let decoded = self.decoder.decode(&line.text, events);
+            // The raw stage sees every line, except those the DLQ takes.
+            if tap.is_active() && (decoded.is_ok() || config.dlq.is_none()) {
+                tap.publish_raw(&line.text, metrics);
+            }
+            if let Err(err) = decoded {
                 metrics.parse_errors.inc();
                 let _ = self
                     .dead_letters
@@ -139,6 +145,9 @@ impl Worker {
             }
             for event in events.iter() {
                 metrics.events_processed.inc();
+                if tap.is_active() {
+                    tap.publish_decoded(event, metrics);
+                }
                 detections.clear();
                 ruleset.engine.evaluate_into(event, scratch, detections);
                 if detections.is_empty() {

@@ -1,0 +1,441 @@
+//! The live tap: bounded, optionally redacted windows of the events flowing
+//! through the daemon, streamed to `GET /api/v1/tap`.
+//!
+//! Lossy by design: workers hand each event to each session with a
+//! non-blocking send into the session's bounded buffer; what does not fit is
+//! dropped and counted, so a slow tap client never slows detection. With no
+//! session open, the cost on the hot path is one atomic load per line.
+//! Redaction happens here, in the daemon: redacted values never leave it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+
+/// Tap limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapConfig {
+    /// Off by default: the tap exfiltrates raw events.
+    pub enabled: bool,
+    /// Longest session; longer requests are capped.
+    pub max_duration: Duration,
+    /// Most concurrent sessions (409 beyond).
+    pub max_sessions: usize,
+    /// Events buffered per session before drops.
+    pub buffer_size: usize,
+}
+
+impl Default for TapConfig {
+    fn default() -> Self {
+        TapConfig {
+            enabled: false,
+            max_duration: Duration::from_secs(300),
+            max_sessions: 4,
+            buffer_size: 1024,
+        }
+    }
+}
+
+/// Where on the decode path a session captures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// What the engine evaluated.
+    Decoded,
+    /// The line as received, before parsing.
+    Raw,
+}
+
+impl Stage {
+    /// The name used in requests and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Decoded => "decoded",
+            Stage::Raw => "raw",
+        }
+    }
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TapError {
+    /// The tap is disabled (503).
+    #[error("tap disabled: start the daemon with --enable-tap (or daemon.tap.enabled: true)")]
+    Disabled,
+    /// At the session cap (409).
+    #[error("too many tap sessions: at most {0} at once")]
+    TooMany(usize),
+}
+
+/// Replaces values at dotted paths with salted, deterministic tokens.
+pub struct Redactor {
+    key: [u8; 32],
+    paths: Vec<Vec<String>>,
+}
+
+impl Redactor {
+    /// A redactor with a fresh random salt for `paths` (`a.b,c` already split).
+    pub fn new(paths: Vec<Vec<String>>) -> Redactor {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the operating system provides random bytes");
+        Redactor { key, paths }
+    }
+
+    /// The token of a value: equal values give equal tokens under one salt.
+    pub fn token(&self, value: &Value) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key length");
+        mac.update(value.to_string().as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("rsigma:redacted:{hex}")
+    }
+
+    /// Redacts every path in place.
+    pub fn redact(&self, event: &mut Value) {
+        for path in &self.paths {
+            self.redact_path(event, path);
+        }
+    }
+
+    fn redact_path(&self, node: &mut Value, path: &[String]) {
+        let Some((first, rest)) = path.split_first() else {
+            let token = self.token(node);
+            *node = Value::String(token);
+            return;
+        };
+        match node {
+            Value::Object(map) => {
+                // A flat key holding dots (`"user.email"`) is redacted as well
+                // as the nested path: a fixture must not leak either form.
+                for split in 1..path.len() {
+                    let joined = path[..=split].join(".");
+                    if let Some(child) = map.get_mut(&joined) {
+                        self.redact_path(child, &path[split + 1..]);
+                    }
+                }
+                if let Some(child) = map.get_mut(first) {
+                    self.redact_path(child, rest);
+                }
+            }
+            Value::Array(items) => match first.parse::<usize>() {
+                Ok(index) => {
+                    if let Some(item) = items.get_mut(index) {
+                        self.redact_path(item, rest);
+                    }
+                }
+                // A field name meeting an array fans out to every element.
+                Err(_) => {
+                    for item in items {
+                        self.redact_path(item, path);
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+/// One open session.
+struct Session {
+    id: u64,
+    stage: Stage,
+    redactor: Option<Redactor>,
+    sender: mpsc::Sender<String>,
+    /// Events handed to the buffer.
+    accepted: AtomicU64,
+    /// Events that did not fit, or raw lines a redacting session could not parse.
+    dropped: AtomicU64,
+    limit: Option<u64>,
+    /// No more events wanted (limit reached).
+    full: AtomicBool,
+}
+
+impl Session {
+    fn offer(&self, line: String, metrics: &Metrics) {
+        if self.full.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.sender.try_send(line) {
+            Ok(()) => {
+                let accepted = self.accepted.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.limit.is_some_and(|limit| accepted >= limit) {
+                    self.full.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics.tap_events_dropped.inc();
+            }
+        }
+    }
+
+    fn drop_one(&self, metrics: &Metrics) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics.tap_events_dropped.inc();
+    }
+}
+
+/// The open sessions; workers read the list without locking.
+pub struct TapHub {
+    config: TapConfig,
+    sessions: ArcSwap<Vec<Arc<Session>>>,
+    open: AtomicUsize,
+    /// Serializes opening and closing.
+    changes: Mutex<u64>,
+}
+
+/// The parameters of a tap request.
+#[derive(Debug, Clone)]
+pub struct TapRequest {
+    /// Requested capture window (capped by the server).
+    pub duration: Duration,
+    /// Stop after this many events.
+    pub limit: Option<u64>,
+    /// Where to capture.
+    pub stage: Stage,
+    /// Dotted paths to redact.
+    pub redact_fields: Vec<Vec<String>>,
+}
+
+/// An open session as seen by the streaming side; closing it (dropping it)
+/// unregisters the session at once.
+pub struct TapStream {
+    hub: Arc<TapHub>,
+    session: Arc<Session>,
+    active: prometheus::IntGauge,
+    /// Event lines, in order.
+    pub lines: mpsc::Receiver<String>,
+    /// When the capture window ends.
+    pub deadline: Instant,
+    /// When it started.
+    pub started: Instant,
+}
+
+impl TapStream {
+    /// The session's stage.
+    pub fn stage(&self) -> Stage {
+        self.session.stage
+    }
+
+    /// The event limit.
+    pub fn limit(&self) -> Option<u64> {
+        self.session.limit
+    }
+
+    /// Events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.session.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for TapStream {
+    fn drop(&mut self) {
+        self.hub.close(self.session.id);
+        self.active.dec();
+    }
+}
+
+impl TapHub {
+    /// A hub with these limits.
+    pub fn new(config: TapConfig) -> TapHub {
+        TapHub {
+            config,
+            sessions: ArcSwap::from_pointee(Vec::new()),
+            open: AtomicUsize::new(0),
+            changes: Mutex::new(0),
+        }
+    }
+
+    /// The limits.
+    pub fn config(&self) -> &TapConfig {
+        &self.config
+    }
+
+    /// True when at least one session is open (one atomic load).
+    pub fn is_active(&self) -> bool {
+        self.open.load(Ordering::Relaxed) > 0
+    }
+
+    /// Opens a session.
+    pub fn open(
+        self: &Arc<Self>,
+        request: TapRequest,
+        metrics: &Metrics,
+    ) -> Result<TapStream, TapError> {
+        if !self.config.enabled {
+            return Err(TapError::Disabled);
+        }
+        let mut next_id = self.changes.lock().expect("not poisoned");
+        let current = self.sessions.load_full();
+        if current.len() >= self.config.max_sessions {
+            return Err(TapError::TooMany(self.config.max_sessions));
+        }
+        *next_id += 1;
+        let (sender, lines) = mpsc::channel(self.config.buffer_size.max(1));
+        let session = Arc::new(Session {
+            id: *next_id,
+            stage: request.stage,
+            redactor: (!request.redact_fields.is_empty())
+                .then(|| Redactor::new(request.redact_fields)),
+            sender,
+            accepted: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            limit: request.limit,
+            full: AtomicBool::new(request.limit == Some(0)),
+        });
+        let mut sessions = current.as_ref().clone();
+        sessions.push(Arc::clone(&session));
+        self.sessions.store(Arc::new(sessions));
+        self.open.fetch_add(1, Ordering::Relaxed);
+        metrics.tap_sessions_total.inc();
+        metrics.tap_sessions_active.inc();
+        let started = Instant::now();
+        Ok(TapStream {
+            hub: Arc::clone(self),
+            session,
+            active: metrics.tap_sessions_active.clone(),
+            lines,
+            deadline: started + request.duration.min(self.config.max_duration),
+            started,
+        })
+    }
+
+    fn close(&self, id: u64) {
+        let _guard = self.changes.lock().expect("not poisoned");
+        let current = self.sessions.load_full();
+        let sessions: Vec<Arc<Session>> = current.iter().filter(|s| s.id != id).cloned().collect();
+        if sessions.len() != current.len() {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.sessions.store(Arc::new(sessions));
+    }
+
+    /// Offers an evaluated event to the decoded-stage sessions.
+    pub fn publish_decoded(&self, event: &Value, metrics: &Metrics) {
+        let sessions = self.sessions.load();
+        for session in sessions.iter().filter(|s| s.stage == Stage::Decoded) {
+            if session.full.load(Ordering::Relaxed) {
+                continue;
+            }
+            let line = match &session.redactor {
+                Some(redactor) => {
+                    let mut copy = event.clone();
+                    redactor.redact(&mut copy);
+                    copy.to_string()
+                }
+                None => event.to_string(),
+            };
+            session.offer(line, metrics);
+        }
+    }
+
+    /// Offers an input line to the raw-stage sessions.
+    pub fn publish_raw(&self, line: &str, metrics: &Metrics) {
+        let sessions = self.sessions.load();
+        for session in sessions.iter().filter(|s| s.stage == Stage::Raw) {
+            if session.full.load(Ordering::Relaxed) {
+                continue;
+            }
+            let text = match &session.redactor {
+                // Redaction needs structure: a line that is not JSON is
+                // dropped from a redacting capture rather than leaked.
+                Some(redactor) => match serde_json::from_str::<Value>(line) {
+                    Ok(mut value) => {
+                        redactor.redact(&mut value);
+                        value.to_string()
+                    }
+                    Err(_) => {
+                        session.drop_one(metrics);
+                        continue;
+                    }
+                },
+                None => line.to_owned(),
+            };
+            // A JSON string carries any raw line intact.
+            session.offer(Value::String(text).to_string(), metrics);
+        }
+    }
+}
+
+/// The summary record that ends every stream.
+pub fn summary(stream: &TapStream, captured: u64, limit_reached: bool, input: Value) -> String {
+    json!({
+        "rsigma_tap_summary": {
+            "captured": captured,
+            "dropped": stream.dropped(),
+            "duration_ms": stream.started.elapsed().as_millis() as u64,
+            "stage": stream.stage().name(),
+            "limit_reached": limit_reached,
+            "input": input,
+        }
+    })
+    .to_string()
+}
+
+/// Splits `a.b,c` into paths; empty segments are an error.
+pub fn parse_redact_fields(text: &str) -> Result<Vec<Vec<String>>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|path| {
+            let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+            if segments.iter().any(String::is_empty) {
+                Err(format!("invalid redact path '{path}'"))
+            } else {
+                Ok(segments)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redactor(paths: &str) -> Redactor {
+        Redactor::new(parse_redact_fields(paths).unwrap())
+    }
+
+    #[test]
+    fn nested_paths_arrays_and_indexes() {
+        let r = redactor("user.email,hosts.ip,list.1,flat.key");
+        let mut event = json!({
+            "user": {"email": "a@x.com", "name": "alice"},
+            "hosts": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2", "os": "linux"}],
+            "list": ["keep", "secret"],
+            "flat.key": "hidden",
+            "other": "a@x.com"
+        });
+        r.redact(&mut event);
+        let token = |v: &str| r.token(&json!(v));
+        assert_eq!(event["user"]["email"], json!(token("a@x.com")));
+        assert_eq!(event["user"]["name"], "alice");
+        assert_eq!(event["hosts"][0]["ip"], json!(token("10.0.0.1")));
+        assert_eq!(event["hosts"][1]["ip"], json!(token("10.0.0.2")));
+        assert_eq!(event["hosts"][1]["os"], "linux");
+        assert_eq!(event["list"], json!(["keep", token("secret")]));
+        assert_eq!(event["flat.key"], json!(token("hidden")));
+        assert_eq!(event["other"], "a@x.com");
+        assert!(token("x").starts_with("rsigma:redacted:"));
+    }
+
+    #[test]
+    fn tokens_are_stable_within_and_differ_across_sessions() {
+        let (a, b) = (redactor("x"), redactor("x"));
+        assert_eq!(a.token(&json!("v")), a.token(&json!("v")));
+        assert_ne!(a.token(&json!("v")), a.token(&json!("w")));
+        assert_ne!(a.token(&json!("v")), b.token(&json!("v")));
+    }
+
+    #[test]
+    fn redact_paths_are_validated() {
+        assert!(parse_redact_fields("a..b").is_err());
+        assert_eq!(parse_redact_fields("a.b, c").unwrap().len(), 2);
+    }
+}
