@@ -1,0 +1,274 @@
+//! Load test of `rsigma engine daemon` over HTTP, from a second process.
+//!
+//! Run with `cargo bench -p rsigma-cli --bench daemon_load` (release build).
+//!
+//! 1. Baseline: the single-process engine (`engine eval`'s path: parse each
+//!    NDJSON line, evaluate) over the same events, one core.
+//! 2. The daemon binary is started with the SigmaHQ Windows rules, HTTP input,
+//!    `--include-event` and a stdout sink. This process posts the events in
+//!    batches from several client threads and reads the daemon's stdout.
+//!    Throughput is events divided by the time from the first post until the
+//!    daemon reports every event processed. Latency is measured per
+//!    detection: each event carries the wall-clock time it was posted, and
+//!    the detection (with the event) is timestamped when read back.
+//!
+//! Everything goes over loopback; request loops are bounded.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rsigma_engine::{Engine, load_rules};
+use serde_json::Value;
+
+#[path = "../../daemon/engine/benches/support/windows_events.rs"]
+#[allow(dead_code)]
+mod windows_events;
+
+const EVENTS: usize = 200_000;
+const BATCH: usize = 1_000;
+const CLIENTS: usize = 2;
+const PACED_EVENTS: usize = 100_000;
+const PACED_BATCH: usize = 50;
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn rules_dir() -> Option<PathBuf> {
+    let root = std::env::var_os("RSIGMA_SIGMAHQ_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sigmahq")
+        });
+    let dir = root.join("rules/windows");
+    dir.is_dir().then_some(dir)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank]
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: skip then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let Some(rules) = rules_dir() else {
+        eprintln!("daemon_load: SigmaHQ rules not found (set RSIGMA_SIGMAHQ_DIR); skipping");
+        return;
+    };
+    let lines: Vec<String> = windows_events::generate(0x5167_4D41, EVENTS)
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect();
+
+    // Baseline: one core, parse and evaluate.
+    let loaded = load_rules(&rules);
+    let (engine, _) = Engine::compile(&loaded.rule_set);
+    let mut scratch = engine.new_scratch();
+    let mut out = Vec::new();
+    let started = Instant::now();
+    for line in &lines {
+        let event: Value = serde_json::from_str(line).unwrap();
+        out.clear();
+        engine.evaluate_into(&event, &mut scratch, &mut out);
+    }
+    let baseline = lines.len() as f64 / started.elapsed().as_secs_f64();
+    println!("baseline (single process, parse + evaluate, one core): {baseline:.0} events/s");
+
+    // The daemon.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let batch_size = std::env::var("RSIGMA_LOAD_BATCH_SIZE").unwrap_or_else(|_| "64".into());
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_rsigma"))
+        .args([
+            "engine",
+            "daemon",
+            "--input",
+            "http",
+            "--include-event",
+            "--no-watch",
+        ])
+        .args(["--api-addr", &format!("127.0.0.1:{port}")])
+        .args(["--batch-size", &batch_size, "--buffer-size", "50000"])
+        .arg("-r")
+        .arg(&rules)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the daemon");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let ready = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    });
+    assert!(ready, "the daemon did not become ready");
+
+    // Read detections as they come; record latency per detection.
+    let stdout = daemon.stdout.take().unwrap();
+    let detections_seen = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&detections_seen);
+    let reader = std::thread::spawn(move || {
+        let mut latencies = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let read_at = now_ns();
+            let record: Value = serde_json::from_str(&line).unwrap();
+            if let Some(sent) = record["event"]["load_sent_ns"].as_str() {
+                let sent: u128 = sent.parse().unwrap();
+                latencies.push(read_at.saturating_sub(sent) as f64 / 1e6);
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        latencies
+    });
+
+    let lines = Arc::new(lines);
+    // Phase 1: saturation.
+    let started = Instant::now();
+    post_all(&client, &base, &lines, None);
+    let posted = started.elapsed();
+    wait_processed(&client, &base, lines.len() as u64);
+    let elapsed = started.elapsed();
+    let throughput = lines.len() as f64 / elapsed.as_secs_f64();
+    // Let the reader catch up with phase 1's output before phase 2 starts.
+    let mut saturated_detections = detections_seen.load(Ordering::Relaxed);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = detections_seen.load(Ordering::Relaxed);
+        if now == saturated_detections {
+            break;
+        }
+        saturated_detections = now;
+    }
+    // Phase 2: latency at half the measured capacity (the queue stays short).
+    let paced: Arc<Vec<String>> = Arc::new(lines[..PACED_EVENTS].to_vec());
+    let rate = throughput / 2.0;
+    let paced_started = Instant::now();
+    post_all(&client, &base, &paced, Some(rate));
+    wait_processed(&client, &base, (lines.len() + paced.len()) as u64);
+    let paced_elapsed = paced_started.elapsed();
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+    let all = reader.join().unwrap();
+    let mut saturated: Vec<f64> = all[..saturated_detections.min(all.len())].to_vec();
+    let mut latencies: Vec<f64> = all[saturated_detections.min(all.len())..].to_vec();
+    saturated.sort_by(f64::total_cmp);
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "daemon over HTTP ({CLIENTS} client threads, {BATCH} events per request, batch-size {batch_size}): \
+         {throughput:.0} events/s ({:.0}% of baseline); all posted after {:.2}s, all evaluated after {:.2}s",
+        100.0 * throughput / baseline,
+        posted.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency under saturation (queueing included): p50 {:.0} ms, p99 {:.0} ms",
+        percentile(&saturated, 50.0),
+        percentile(&saturated, 99.0)
+    );
+    println!(
+        "paced at {rate:.0} events/s for {:.1}s: ingest-to-detection latency over {} detections: \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        paced_elapsed.as_secs_f64(),
+        latencies.len(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// Posts every line in batches from the client threads; with a rate, paces
+/// batches so the average stays at that many events per second.
+fn post_all(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    lines: &Arc<Vec<String>>,
+    rate: Option<f64>,
+) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let batch = if rate.is_some() { PACED_BATCH } else { BATCH };
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let lines = Arc::clone(lines);
+            let next = Arc::clone(&next);
+            let client = client.clone();
+            let base = base.to_owned();
+            std::thread::spawn(move || {
+                loop {
+                    let start = next.fetch_add(batch, Ordering::Relaxed);
+                    if start >= lines.len() {
+                        break;
+                    }
+                    if let Some(rate) = rate {
+                        let due = started + Duration::from_secs_f64(start as f64 / rate);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    let sent = now_ns().to_string();
+                    let mut body = String::with_capacity(batch * 1000);
+                    for line in &lines[start..(start + batch).min(lines.len())] {
+                        // Stamp the send time into the event (a string field
+                        // no rule looks at).
+                        body.push_str(&line[..line.len() - 1]);
+                        body.push_str(",\"load_sent_ns\":\"");
+                        body.push_str(&sent);
+                        body.push_str("\"}\n");
+                    }
+                    let response = client
+                        .post(format!("{base}/api/v1/events"))
+                        .body(body)
+                        .send()
+                        .expect("post events");
+                    assert!(response.status().is_success());
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+/// Waits (at most 5 minutes) until the daemon reports `count` events processed.
+fn wait_processed(client: &reqwest::blocking::Client, base: &str, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let status: Value = client
+            .get(format!("{base}/api/v1/status"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if status["events_processed"].as_u64() >= Some(count) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not finish");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
