@@ -78,7 +78,7 @@ impl DaemonClient {
     pub fn new(args: &ClientArgs) -> Result<DaemonClient, CliError> {
         let config = args.config.load()?;
         let base = base_url(args.addr.as_deref(), &config).map_err(CliError::config)?;
-        let http = build_http(args).map_err(CliError::config)?;
+        let http = build_http(args, Some(REQUEST_TIMEOUT)).map_err(CliError::config)?;
         Ok(DaemonClient { http, base })
     }
 
@@ -150,7 +150,7 @@ impl DaemonClient {
 }
 
 /// The base URL for `--addr` (when given) or the config file's API address.
-fn base_url(addr: Option<&str>, config: &ConfigFile) -> anyhow::Result<Url> {
+pub(crate) fn base_url(addr: Option<&str>, config: &ConfigFile) -> anyhow::Result<Url> {
     let tls = config.daemon.tls.cert.is_some();
     match addr {
         Some(addr) => resolve_base(addr, tls).with_context(|| format!("invalid --addr '{addr}'")),
@@ -265,11 +265,13 @@ fn url_host(ip: IpAddr) -> String {
     }
 }
 
-/// Builds the HTTP client: timeouts, plus the optional CA and client identity.
-fn build_http(args: &ClientArgs) -> anyhow::Result<Client> {
+/// Builds the HTTP client: the connect timeout, the overall request timeout
+/// (`None` for none: a streaming request sets its own), plus the optional CA
+/// and client identity.
+pub(crate) fn build_http(args: &ClientArgs, timeout: Option<Duration>) -> anyhow::Result<Client> {
     let mut builder = Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(timeout)
         .user_agent(concat!("rsigma/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &args.ca_cert {
         let pem = read_pem(path, "--ca-cert")?;
@@ -304,7 +306,7 @@ fn read_pem(path: &Path, flag: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// The path and query of `url`, as in an HTTP request line.
-fn request_target(url: &Url) -> String {
+pub(crate) fn request_target(url: &Url) -> String {
     match url.query() {
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
@@ -321,26 +323,30 @@ fn reason(err: &reqwest::Error) -> String {
             REQUEST_TIMEOUT.as_secs()
         );
     }
-    let mut causes: Vec<String> = Vec::new();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
+    match std::error::Error::source(err) {
+        Some(source) => causes(source),
+        None => err.to_string(),
+    }
+}
+
+/// `err` and its sources, each message once, joined by `: `.
+pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(cause) = current {
         let text = cause.to_string();
         // Layers often repeat their inner error; keep each message once.
-        if !causes.iter().any(|seen| seen.contains(&text)) {
-            causes.push(text);
+        if !seen.iter().any(|known| known.contains(&text)) {
+            seen.push(text);
         }
-        source = cause.source();
+        current = cause.source();
     }
-    if causes.is_empty() {
-        err.to_string()
-    } else {
-        causes.join(": ")
-    }
+    seen.join(": ")
 }
 
 /// A printable excerpt of a response body: trimmed and at most
 /// [`EXCERPT_CHARS`] characters.
-fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     if text.is_empty() {

@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::commands::eval::EvalArgs;
 use crate::commands::reload::ReloadArgs;
 use crate::commands::status::StatusArgs;
+use crate::commands::tap::TapArgs;
 use crate::commands::validate::ValidateArgs;
 use crate::diag::Diagnostics;
 use crate::exit::Code;
@@ -73,6 +74,8 @@ enum EngineCommand {
     Eval(EvalArgs),
     /// Show the status of a running daemon (GET /api/v1/status) as JSON.
     Status(StatusArgs),
+    /// Record a bounded window of a running daemon's live events (GET /api/v1/tap) as NDJSON.
+    Tap(TapArgs),
     /// Run the long-running daemon: hot reload, health checks, metrics and an HTTP API.
     #[cfg(feature = "daemon")]
     Daemon(Box<commands::daemon::DaemonArgs>),
@@ -115,6 +118,9 @@ fn main() -> ExitCode {
         Command::Engine {
             command: EngineCommand::Status(args),
         } => commands::status::run(args, &diag),
+        Command::Engine {
+            command: EngineCommand::Tap(args),
+        } => commands::tap::run(args, &diag),
         #[cfg(feature = "daemon")]
         Command::Engine {
             command: EngineCommand::Daemon(args),

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod eval;
 pub mod reload;
 pub mod status;
+pub mod tap;
 pub mod validate;
 
 use std::path::Path;

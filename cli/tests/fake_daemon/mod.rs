@@ -1,6 +1,8 @@
 //! A tiny fake rsigma daemon for the client tests: a `TcpListener` on
 //! 127.0.0.1 (or ::1) answering canned HTTP/1.1 responses from a thread, and
 //! recording every request so tests can assert method, path and query.
+//! Bodies are sent with a `Content-Length`, or streamed (chunked, or ended by
+//! closing the connection) for the `engine tap` tests.
 
 #![allow(dead_code)] // each test crate uses a different subset
 
@@ -39,8 +41,65 @@ pub struct Reply {
     pub status: u16,
     /// `Content-Type` header value.
     pub content_type: &'static str,
-    /// Response body.
+    /// Response body (for [`Framing::Fixed`]).
     pub body: String,
+    /// How the body is sent.
+    pub framing: Framing,
+}
+
+/// Writes a streamed body, piece by piece, through a [`Sink`].
+pub type StreamFn = dyn Fn(&mut Sink<'_>) + Send + Sync;
+
+/// How a reply's body is framed.
+#[derive(Clone)]
+pub enum Framing {
+    /// `Content-Length`: [`Reply::body`] in one write.
+    Fixed,
+    /// `Transfer-Encoding: chunked`: every [`Sink::send`] is one chunk,
+    /// flushed at once; the terminating chunk ends the body (unless
+    /// [`Sink::abort`] was called).
+    Chunked(Arc<StreamFn>),
+    /// No length: every [`Sink::send`] is written and flushed at once, and
+    /// closing the connection ends the body.
+    UntilClose(Arc<StreamFn>),
+}
+
+impl std::fmt::Debug for Framing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Framing::Fixed => "Fixed",
+            Framing::Chunked(_) => "Chunked(..)",
+            Framing::UntilClose(_) => "UntilClose(..)",
+        })
+    }
+}
+
+/// The writing end of a streamed body.
+pub struct Sink<'a> {
+    stream: &'a TcpStream,
+    chunked: bool,
+    aborted: bool,
+}
+
+impl Sink<'_> {
+    /// Sends `data` now (one chunk when chunked). False once the client is gone.
+    pub fn send(&mut self, data: &str) -> bool {
+        if data.is_empty() || self.aborted {
+            return !self.aborted;
+        }
+        let mut stream = self.stream;
+        let written = if self.chunked {
+            write!(stream, "{:x}\r\n{data}\r\n", data.len())
+        } else {
+            stream.write_all(data.as_bytes())
+        };
+        written.and_then(|()| stream.flush()).is_ok()
+    }
+
+    /// Ends the connection without the terminating chunk: a truncated body.
+    pub fn abort(&mut self) {
+        self.aborted = true;
+    }
 }
 
 impl Reply {
@@ -50,6 +109,7 @@ impl Reply {
             status,
             content_type: "application/json",
             body: body.into(),
+            framing: Framing::Fixed,
         }
     }
 
@@ -59,6 +119,49 @@ impl Reply {
             status,
             content_type: "text/plain",
             body: body.into(),
+            framing: Framing::Fixed,
+        }
+    }
+
+    /// A 200 NDJSON answer sent chunked, one chunk per piece, each flushed on its own.
+    pub fn ndjson_chunked(pieces: Vec<String>) -> Reply {
+        Reply::streamed(
+            true,
+            Arc::new(move |sink: &mut Sink<'_>| {
+                for piece in &pieces {
+                    if !sink.send(piece) {
+                        return;
+                    }
+                }
+            }),
+        )
+    }
+
+    /// A 200 NDJSON answer without a length, ended by closing the connection.
+    pub fn ndjson_until_close(pieces: Vec<String>) -> Reply {
+        Reply::streamed(
+            false,
+            Arc::new(move |sink: &mut Sink<'_>| {
+                for piece in &pieces {
+                    if !sink.send(piece) {
+                        return;
+                    }
+                }
+            }),
+        )
+    }
+
+    /// A 200 NDJSON answer whose body `write` produces, chunked or until close.
+    pub fn streamed(chunked: bool, write: Arc<StreamFn>) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "application/x-ndjson",
+            body: String::new(),
+            framing: if chunked {
+                Framing::Chunked(write)
+            } else {
+                Framing::UntilClose(write)
+            },
         }
     }
 }
@@ -175,16 +278,41 @@ fn handle(stream: TcpStream, index: usize, handler: &Handler, recorded: &Mutex<V
     };
     let reply = handler(&request, index);
     recorded.lock().unwrap().push(request);
-    let response = format!(
-        "HTTP/1.1 {} Canned\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-        reply.status,
-        reply.content_type,
-        reply.body.len(),
-        reply.body
+    let (framing_header, write) = match &reply.framing {
+        Framing::Fixed => (format!("Content-Length: {}", reply.body.len()), None),
+        Framing::Chunked(write) => ("Transfer-Encoding: chunked".to_owned(), Some((true, write))),
+        Framing::UntilClose(write) => (String::new(), Some((false, write))),
+    };
+    let mut response = format!(
+        "HTTP/1.1 {} Canned\r\nContent-Type: {}\r\n",
+        reply.status, reply.content_type
     );
-    let mut stream = &stream;
-    let _ = stream.write_all(response.as_bytes());
-    let _ = stream.flush();
+    if !framing_header.is_empty() {
+        response.push_str(&framing_header);
+        response.push_str("\r\n");
+    }
+    response.push_str("Connection: close\r\n\r\n");
+    if write.is_none() {
+        response.push_str(&reply.body);
+    }
+    let mut out = &stream;
+    if out.write_all(response.as_bytes()).is_err() || out.flush().is_err() {
+        return;
+    }
+    if let Some((chunked, write)) = write {
+        let mut sink = Sink {
+            stream: &stream,
+            chunked,
+            aborted: false,
+        };
+        write(&mut sink);
+        if chunked && !sink.aborted {
+            let _ = out.write_all(b"0\r\n\r\n");
+            let _ = out.flush();
+        }
+    }
+    // Closing the connection ends an until-close body (and a fixed one too).
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// A port on 127.0.0.1 that nothing listens on (bound, then released).
