@@ -152,6 +152,49 @@ fn main() {
     wait_processed(&client, &base, lines.len() as u64);
     let elapsed = started.elapsed();
     let throughput = lines.len() as f64 / elapsed.as_secs_f64();
+    // Phase 1b: saturation again, with one tap session reading everything.
+    let tapped = {
+        let tap_client = client.clone();
+        let tap_url = format!("{base}/api/v1/tap?duration=10m");
+        let streamed = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&streamed);
+        let tap = std::thread::spawn(move || {
+            let response = tap_client
+                .get(tap_url)
+                .timeout(Duration::from_secs(600))
+                .send();
+            let Ok(response) = response else { return };
+            for line in BufReader::new(response).lines() {
+                if line.is_err() {
+                    break;
+                }
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // The session is open once the metrics say so.
+        for _ in 0..200 {
+            let metrics = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap();
+            if metrics.lines().any(|l| l == "rsigma_tap_sessions_active 1") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let started = Instant::now();
+        post_all(&client, &base, &lines, None);
+        wait_processed(&client, &base, 2 * lines.len() as u64);
+        let elapsed = started.elapsed();
+        drop(tap); // detached: ends with the daemon
+        (
+            lines.len() as f64 / elapsed.as_secs_f64(),
+            streamed.load(Ordering::Relaxed),
+        )
+    };
+    let phase2_base = 2 * lines.len() as u64;
     // Let the reader catch up with phase 1's output before phase 2 starts.
     let mut saturated_detections = detections_seen.load(Ordering::Relaxed);
     loop {
@@ -167,7 +210,7 @@ fn main() {
     let rate = throughput / 2.0;
     let paced_started = Instant::now();
     post_all(&client, &base, &paced, Some(rate));
-    wait_processed(&client, &base, (lines.len() + paced.len()) as u64);
+    wait_processed(&client, &base, phase2_base + paced.len() as u64);
     let paced_elapsed = paced_started.elapsed();
     let _ = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
@@ -184,6 +227,12 @@ fn main() {
         100.0 * throughput / baseline,
         posted.as_secs_f64(),
         elapsed.as_secs_f64()
+    );
+    println!(
+        "with one tap session streaming: {:.0} events/s ({:+.1}% vs without; {} events streamed to the tap)",
+        tapped.0,
+        100.0 * (tapped.0 - throughput) / throughput,
+        tapped.1
     );
     println!(
         "  latency under saturation (queueing included): p50 {:.0} ms, p99 {:.0} ms",
