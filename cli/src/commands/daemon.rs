@@ -162,7 +162,10 @@ pub fn run(args: &DaemonArgs) -> Result<Code, CliError> {
         .thread_name("rsigma-io")
         .build()
         .map_err(|err| CliError::config(anyhow!("cannot start the async runtime: {err}")))?;
-    match runtime.block_on(rsigma_daemon::run(config)) {
+    let outcome = runtime.block_on(rsigma_daemon::run(config));
+    // Work still blocked (a drain that timed out) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
         Ok(()) => Ok(Code::Success),
         Err(err) if err.exit_code() == 2 => Err(CliError::rules(anyhow!(err))),
         Err(err) => Err(CliError::config(anyhow!(err))),

@@ -335,29 +335,38 @@ fn tap_body(
         if state.done {
             return None;
         }
-        let limit_reached = state
-            .stream
-            .limit()
-            .is_some_and(|limit| state.captured >= limit);
-        if !limit_reached {
-            let deadline = tokio::time::Instant::from_std(state.stream.deadline);
-            tokio::select! {
-                line = state.stream.lines.recv() => {
-                    if let Some(mut line) = line {
-                        state.captured += 1;
-                        state.context.metrics.tap_events_streamed.inc();
-                        line.push('\n');
-                        return Some((Ok(Bytes::from(line)), state));
+        let limit_reached = |state: &State| {
+            state
+                .stream
+                .limit()
+                .is_some_and(|limit| state.captured >= limit)
+        };
+        if !limit_reached(&state) {
+            let line = if state.stream.is_closed() {
+                // After the window: what is still buffered, then the summary.
+                state.stream.lines.try_recv().ok()
+            } else {
+                let deadline = tokio::time::Instant::from_std(state.stream.deadline);
+                tokio::select! {
+                    line = state.stream.lines.recv() => line,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        // No new events once the window is over; the
+                        // buffered ones are still delivered.
+                        state.stream.close();
+                        state.stream.lines.try_recv().ok()
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {}
+            };
+            if let Some(mut line) = line {
+                state.captured += 1;
+                state.context.metrics.tap_events_streamed.inc();
+                line.push('\n');
+                return Some((Ok(Bytes::from(line)), state));
             }
         }
         state.done = true;
-        let limit_reached = state
-            .stream
-            .limit()
-            .is_some_and(|limit| state.captured >= limit);
+        state.stream.close();
+        let limit_reached = limit_reached(&state);
         let mut summary = crate::tap::summary(
             &state.stream,
             state.captured,

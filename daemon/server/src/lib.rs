@@ -65,7 +65,14 @@ impl DaemonError {
 /// with `--input stdin`), then drains in-flight events within the drain
 /// timeout, writes the final state snapshot and returns.
 pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
-    run_until(config, termination_signal()).await
+    // Handlers are installed before anything else, so a signal that arrives
+    // while the daemon starts is not fatal.
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = signal(SignalKind::terminate())
+        .map_err(|err| DaemonError::Config(format!("cannot handle SIGTERM: {err}")))?;
+    let interrupt = signal(SignalKind::interrupt())
+        .map_err(|err| DaemonError::Config(format!("cannot handle SIGINT: {err}")))?;
+    run_until(config, termination_signal(terminate, interrupt)).await
 }
 
 /// [`run`], stopping when `shutdown` completes instead of on a signal
@@ -74,16 +81,16 @@ pub async fn run_until(
     config: DaemonConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|err| DaemonError::Config(format!("cannot handle SIGHUP: {err}")))?;
+    let mut shutdown = std::pin::pin!(shutdown);
     config.validate().map_err(DaemonError::Config)?;
     let decoder = input::Decoder::new(&config.decoder)
         .map(Arc::new)
         .map_err(|err| DaemonError::Config(err.to_string()))?;
-    let sinks = sink::open_all(&config.outputs)
-        .await
-        .map_err(DaemonError::Config)?;
+    let sinks = sink::open_all(&config.outputs).map_err(DaemonError::Config)?;
     let dlq = match &config.dlq {
         Some(spec) => sink::open_all(std::slice::from_ref(spec))
-            .await
             .map_err(DaemonError::Config)?
             .pop(),
         None => None,
@@ -130,7 +137,6 @@ pub async fn run_until(
     match first {
         Ok(ruleset) => {
             reload::swap(&context, ruleset);
-            context.mark_loaded();
             let active = context.ruleset.load();
             tracing::info!(
                 rules = active.counts.detection,
@@ -158,18 +164,22 @@ pub async fn run_until(
     } else {
         None
     };
+    let hangups = tokio::spawn(reload::on_sighup(Arc::clone(&context), hangups));
 
-    let outputs = tokio::spawn(sink::run_outputs(
-        Arc::clone(&context),
-        sinks,
-        output_queue,
-        dead_letter_sender.clone(),
-    ));
-    let dead_letters = tokio::spawn(sink::run_dead_letters(
-        Arc::clone(&context),
-        dlq,
-        dead_letter_queue,
-    ));
+    let outputs = {
+        let (context, dead_letters) = (Arc::clone(&context), dead_letter_sender.clone());
+        std::thread::Builder::new()
+            .name("rsigma-sinks".into())
+            .spawn(move || sink::run_outputs(context, sinks, output_queue, dead_letters))
+            .expect("spawning the sink thread")
+    };
+    let dead_letters = {
+        let context = Arc::clone(&context);
+        std::thread::Builder::new()
+            .name("rsigma-dlq".into())
+            .spawn(move || sink::run_dead_letters(context, dlq, dead_letter_queue))
+            .expect("spawning the dead-letter thread")
+    };
     let worker_threads = processor::spawn_workers(
         workers,
         Arc::clone(&context),
@@ -179,7 +189,6 @@ pub async fn run_until(
         dead_letter_sender.clone(),
     );
     let reloads = tokio::spawn(reload::run(Arc::clone(&context), reload_queue));
-    let hangups = tokio::spawn(reload::on_sighup(Arc::clone(&context)));
     let stop_saving = CancellationToken::new();
     if let Some(persistence) = &persistence {
         tokio::spawn(
@@ -188,30 +197,30 @@ pub async fn run_until(
                 .run(Arc::clone(&context), stop_saving.clone()),
         );
     }
-    let mut stdin = match context.config.input {
-        InputSpec::Stdin => Some(tokio::spawn(source::stdin(
-            Arc::clone(&context),
-            dead_letter_sender.clone(),
-        ))),
+    let stdin_ended = match context.config.input {
+        InputSpec::Stdin => {
+            let (ended, stdin_ended) = tokio::sync::oneshot::channel();
+            source::stdin(Arc::clone(&context), dead_letter_sender.clone(), ended);
+            Some(stdin_ended)
+        }
         InputSpec::Http => None,
     };
     drop(dead_letter_sender);
 
-    wait_for_shutdown(shutdown, stdin.as_mut()).await;
+    // Ready only now: state restored, watcher and signal handlers in place.
+    context.mark_loaded();
+    wait_for_shutdown(shutdown.as_mut(), stdin_ended).await;
     tracing::info!("shutting down: draining in-flight events");
-    if let Some(stdin) = stdin {
-        stdin.abort();
-    }
     context.close_ingest();
     let drained = tokio::time::timeout(context.config.drain_timeout, async {
         let _ = tokio::task::spawn_blocking(move || {
             for worker in worker_threads {
                 let _ = worker.join();
             }
+            let _ = outputs.join();
+            let _ = dead_letters.join();
         })
         .await;
-        let _ = outputs.await;
-        let _ = dead_letters.await;
     })
     .await;
     if drained.is_err() {
@@ -259,32 +268,25 @@ fn serve(
 }
 
 /// Completes on SIGTERM or SIGINT.
-async fn termination_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term = async {
-        match terminate.as_mut() {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
+async fn termination_signal(
+    mut terminate: tokio::signal::unix::Signal,
+    mut interrupt: tokio::signal::unix::Signal,
+) {
     tokio::select! {
-        _ = term => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
     }
 }
 
 /// Waits for the shutdown future or the end of the stdin source.
 async fn wait_for_shutdown(
     shutdown: impl std::future::Future<Output = ()>,
-    stdin: Option<&mut tokio::task::JoinHandle<()>>,
+    stdin_ended: Option<tokio::sync::oneshot::Receiver<()>>,
 ) {
     let stdin_done = async {
-        match stdin {
-            Some(task) => {
-                let _ = task.await;
+        match stdin_ended {
+            Some(ended) => {
+                let _ = ended.await;
                 tracing::info!("standard input ended");
             }
             None => std::future::pending().await,

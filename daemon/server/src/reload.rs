@@ -156,12 +156,7 @@ pub fn watch(context: &Arc<DaemonContext>) -> Result<RecommendedWatcher, String>
 }
 
 /// Turns SIGHUP into reload requests.
-pub async fn on_sighup(context: Arc<DaemonContext>) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    else {
-        tracing::warn!("cannot listen for SIGHUP");
-        return;
-    };
+pub async fn on_sighup(context: Arc<DaemonContext>, mut hangups: tokio::signal::unix::Signal) {
     while hangups.recv().await.is_some() {
         if context.reload_requests.send(ReloadTrigger::Signal).is_err() {
             return;

@@ -2,13 +2,13 @@
 //! every configured sink (fan-out); records a sink fails to take go to the
 //! dead-letter queue, as do input lines that could not be decoded.
 
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Utc;
 use serde::Serialize;
-use tokio::fs::OpenOptions;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
 use crate::config::SinkSpec;
@@ -80,127 +80,111 @@ impl DeadLetter {
     }
 }
 
-/// An open sink.
-struct Sink {
+/// An open sink. Writes are synchronous and unbuffered: the sink thread
+/// gathers every chunk waiting in the queue into one write, so a failed write
+/// or flush is known at once and its records go to the dead-letter queue.
+pub struct Sink {
     spec: SinkSpec,
-    writer: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
+    writer: Box<dyn Write + Send>,
 }
 
 impl Sink {
-    async fn open(spec: &SinkSpec) -> std::io::Result<Sink> {
-        let writer: Box<dyn AsyncWrite + Send + Unpin> = match spec {
-            SinkSpec::Stdout => Box::new(tokio::io::stdout()),
-            SinkSpec::File(path) => Box::new(open_append(path).await?),
+    fn open(spec: &SinkSpec) -> std::io::Result<Sink> {
+        let writer: Box<dyn Write + Send> = match spec {
+            SinkSpec::Stdout => Box::new(std::io::stdout()),
+            SinkSpec::File(path) => Box::new(open_append(path)?),
         };
         Ok(Sink {
             spec: spec.clone(),
-            writer: BufWriter::with_capacity(64 * 1024, writer),
+            writer,
         })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes)?;
+        self.writer.flush()
     }
 }
 
-async fn open_append(path: &PathBuf) -> std::io::Result<tokio::fs::File> {
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        tokio::fs::create_dir_all(parent).await?;
+        std::fs::create_dir_all(parent)?;
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// Opens every sink; an error names the sink (a configuration error at startup).
-pub async fn open_all(specs: &[SinkSpec]) -> Result<Vec<SinkHandle>, String> {
-    let mut sinks = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let sink = Sink::open(spec)
-            .await
-            .map_err(|err| format!("cannot open sink {spec}: {err}"))?;
-        sinks.push(SinkHandle(sink));
-    }
-    Ok(sinks)
+pub fn open_all(specs: &[SinkSpec]) -> Result<Vec<Sink>, String> {
+    specs
+        .iter()
+        .map(|spec| Sink::open(spec).map_err(|err| format!("cannot open sink {spec}: {err}")))
+        .collect()
 }
 
-/// An opened sink, handed to [`run_outputs`] or [`run_dead_letters`].
-pub struct SinkHandle(Sink);
+/// Most bytes gathered into one write.
+const WRITE_BATCH_BYTES: usize = 1024 * 1024;
 
-/// Writes output chunks to every sink until the queue closes, then flushes.
-/// A failed write counts, and the records go to the dead-letter queue.
-pub async fn run_outputs(
+/// Writes output chunks to every sink until the queue closes (run it on a
+/// thread of its own). A failed write counts, and its records go to the
+/// dead-letter queue.
+pub fn run_outputs(
     context: Arc<DaemonContext>,
-    mut sinks: Vec<SinkHandle>,
+    mut sinks: Vec<Sink>,
     mut chunks: mpsc::Receiver<OutputChunk>,
     dead_letters: mpsc::Sender<DeadLetter>,
 ) {
     let depth = context.metrics.queue_depth.with_label_values(&["output"]);
-    while let Some(chunk) = chunks.recv().await {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    while let Some(first) = chunks.blocking_recv() {
+        batch.clear();
+        batch.extend_from_slice(&first.bytes);
+        while batch.len() < WRITE_BATCH_BYTES {
+            match chunks.try_recv() {
+                Ok(chunk) => batch.extend_from_slice(&chunk.bytes),
+                Err(_) => break,
+            }
+        }
         depth.set(chunks.len() as i64);
-        for SinkHandle(sink) in &mut sinks {
-            if let Err(err) = sink.writer.write_all(&chunk.bytes).await {
+        for sink in &mut sinks {
+            if let Err(err) = sink.write(&batch) {
                 context
                     .metrics
                     .sink_errors
                     .with_label_values(&[&sink.spec.to_string()])
                     .inc();
-                let _ = dead_letters
-                    .send(DeadLetter::delivery(&sink.spec, &chunk.bytes, err))
-                    .await;
+                tracing::error!(sink = %sink.spec, error = %err, "sink write failed; records sent to the dead-letter queue");
+                let _ = dead_letters.blocking_send(DeadLetter::delivery(&sink.spec, &batch, err));
             }
         }
-        // Flush when nothing else is waiting: prompt output for a trickle,
-        // large writes under load.
-        if chunks.is_empty() {
-            flush_all(&context, &mut sinks).await;
-        }
-    }
-    flush_all(&context, &mut sinks).await;
-}
-
-async fn flush_all(context: &DaemonContext, sinks: &mut [SinkHandle]) {
-    for SinkHandle(sink) in sinks {
-        if let Err(err) = sink.writer.flush().await {
-            context
-                .metrics
-                .sink_errors
-                .with_label_values(&[&sink.spec.to_string()])
-                .inc();
-            tracing::error!(sink = %sink.spec, error = %err, "flushing sink failed");
-        }
     }
 }
 
-/// Writes dead letters to the DLQ sink, or logs and drops them without one.
-pub async fn run_dead_letters(
+/// Writes dead letters to the DLQ sink, or logs and drops them without one
+/// (run it on a thread of its own).
+pub fn run_dead_letters(
     context: Arc<DaemonContext>,
-    mut sink: Option<SinkHandle>,
+    mut sink: Option<Sink>,
     mut letters: mpsc::Receiver<DeadLetter>,
 ) {
-    while let Some(letter) = letters.recv().await {
+    while let Some(letter) = letters.blocking_recv() {
         match &mut sink {
-            Some(SinkHandle(sink)) => {
+            Some(sink) => {
                 let mut line = serde_json::to_vec(&letter).expect("dead letters serialize");
                 line.push(b'\n');
-                let written = async {
-                    sink.writer.write_all(&line).await?;
-                    if letters.is_empty() {
-                        sink.writer.flush().await?;
-                    }
-                    Ok::<(), std::io::Error>(())
-                }
-                .await;
-                if written.is_ok() {
-                    context.metrics.dlq_events.inc();
-                } else if let Err(err) = written {
-                    tracing::error!(sink = %sink.spec, error = %err, "dead-letter queue write failed; record dropped");
+                match sink.write(&line) {
+                    Ok(()) => context.metrics.dlq_events.inc(),
+                    Err(err) => tracing::error!(
+                        sink = %sink.spec,
+                        error = %err,
+                        "dead-letter queue write failed; record dropped"
+                    ),
                 }
             }
-            None => {
-                tracing::warn!(kind = letter.kind, reason = %letter.reason, "rejected input discarded (no --dlq)")
-            }
+            None => tracing::warn!(
+                kind = letter.kind,
+                reason = %letter.reason,
+                "rejected input discarded (no --dlq)"
+            ),
         }
-    }
-    if let Some(SinkHandle(sink)) = &mut sink {
-        let _ = sink.writer.flush().await;
     }
 }

@@ -215,6 +215,8 @@ pub struct TapStream {
     pub deadline: Instant,
     /// When it started.
     pub started: Instant,
+    /// When the window was closed.
+    ended: Option<Instant>,
 }
 
 impl TapStream {
@@ -231,6 +233,25 @@ impl TapStream {
     /// Events dropped so far.
     pub fn dropped(&self) -> u64 {
         self.session.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Ends the capture window: the session stops receiving events (those
+    /// already buffered stay readable) and its duration is fixed.
+    pub fn close(&mut self) {
+        if self.ended.is_none() {
+            self.ended = Some(Instant::now());
+            self.hub.close(self.session.id);
+        }
+    }
+
+    /// True once [`TapStream::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.ended.is_some()
+    }
+
+    /// How long the window was open (until now while it still is).
+    pub fn elapsed(&self) -> Duration {
+        self.ended.unwrap_or_else(Instant::now) - self.started
     }
 }
 
@@ -303,6 +324,7 @@ impl TapHub {
             lines,
             deadline: started + request.duration.min(self.config.max_duration),
             started,
+            ended: None,
         })
     }
 
@@ -369,7 +391,7 @@ pub fn summary(stream: &TapStream, captured: u64, limit_reached: bool, input: Va
         "rsigma_tap_summary": {
             "captured": captured,
             "dropped": stream.dropped(),
-            "duration_ms": stream.started.elapsed().as_millis() as u64,
+            "duration_ms": stream.elapsed().as_millis() as u64,
             "stage": stream.stage().name(),
             "limit_reached": limit_reached,
             "input": input,
