@@ -48,6 +48,10 @@ pub struct EvalArgs {
     #[arg(long)]
     pub fail_on_detection: bool,
 
+    /// Processing pipeline: builtin name (ecs_windows, sysmon) or YAML file. Repeatable; applied by priority.
+    #[arg(short = 'p', long = "pipeline", value_name = "PIPELINE")]
+    pub pipelines: Vec<String>,
+
     #[command(flatten)]
     pub correlation: CorrelationArgs,
 }
@@ -68,7 +72,11 @@ pub fn run(args: &EvalArgs, diag: &Diagnostics) -> Result<Code, CliError> {
     let sources = open_sources(&args.events)?;
 
     let file = CorrelationSection::default();
-    let compiled = super::load_and_compile(&args.rules, &args.correlation.options(&file))?;
+    let compiled = super::load_and_compile(
+        &args.rules,
+        &args.pipelines,
+        &args.correlation.options(&file),
+    )?;
     if !compiled.errors.is_empty() {
         for error in &compiled.errors {
             diag.error(error);

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use rsigma_engine::correlation::{CorrelationEngine, CorrelationOptions};
-use rsigma_engine::{Engine, RuleError, load_rules};
+use rsigma_engine::pipeline::PipelineSet;
+use rsigma_engine::{CompileOptions, Engine, RuleError, load_rules};
 
 use crate::exit::CliError;
 
@@ -39,8 +40,11 @@ pub struct CompiledRules {
 /// failures are returned in [`CompiledRules::errors`] for the caller to report.
 pub fn load_and_compile(
     path: &Path,
+    pipelines: &[String],
     correlation: &CorrelationOptions,
 ) -> Result<CompiledRules, CliError> {
+    // A pipeline that cannot be parsed is a configuration error (exit 3).
+    let pipelines = PipelineSet::load(pipelines).map_err(CliError::config)?;
     std::fs::metadata(path)
         .with_context(|| format!("the rules path '{}' could not be read", path.display()))
         .map_err(CliError::rules)?;
@@ -48,12 +52,21 @@ pub fn load_and_compile(
     let loaded = load_rules(path);
     let parsed = loaded.rule_set.len();
     let mut errors = loaded.errors;
+    let (rule_set, pipeline_errors) = if pipelines.is_empty() {
+        (loaded.rule_set, Vec::new())
+    } else {
+        pipelines.apply(&loaded.rule_set)
+    };
+    errors.extend(pipeline_errors);
     let load_failed = errors.len();
-    let (engine, mut compile_errors) = Engine::compile(&loaded.rule_set);
-    let correlations = if loaded.rule_set.correlations.is_empty() {
+    let options = CompileOptions {
+        placeholders: pipelines.placeholders(),
+    };
+    let (engine, mut compile_errors) = Engine::compile_with(&rule_set, &options);
+    let correlations = if rule_set.correlations.is_empty() {
         None
     } else {
-        match CorrelationEngine::new(&loaded.rule_set.correlations, &engine, correlation.clone()) {
+        match CorrelationEngine::new(&rule_set.correlations, &engine, correlation.clone()) {
             Ok(correlations) => Some(correlations),
             Err(errors) => {
                 compile_errors.extend(errors);

@@ -18,11 +18,16 @@ pub struct ValidateArgs {
     /// Sigma rule file, or a directory searched recursively for .yml/.yaml rules.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
+
+    /// Processing pipeline applied before compiling: builtin name or YAML file. Repeatable.
+    #[arg(short = 'p', long = "pipeline", value_name = "PIPELINE")]
+    pub pipelines: Vec<String>,
 }
 
 /// Runs `rsigma rule validate`.
 pub fn run(args: &ValidateArgs, diag: &Diagnostics) -> Result<Code, CliError> {
-    let compiled = super::load_and_compile(&args.path, &CorrelationOptions::default())?;
+    let compiled =
+        super::load_and_compile(&args.path, &args.pipelines, &CorrelationOptions::default())?;
     for error in &compiled.errors {
         diag.error(error);
     }
