@@ -1,0 +1,453 @@
+//! `DetectionEngine`: a namespaced deployment of the rsigma daemon that loads
+//! the `SigmaRuleSet`s it selects.
+
+use k8s_openapi::{
+    api::core::v1::{ResourceRequirements, SecretKeySelector},
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{Condition, LabelSelector},
+    },
+};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Daemon flags the operator sets itself; `extraArgs` must not repeat them.
+pub const MANAGED_FLAGS: &[&str] = &[
+    "-r",
+    "--rules",
+    "-c",
+    "--config",
+    "-p",
+    "--pipeline",
+    "--input",
+    "--output",
+    "--api-addr",
+    "--allow-plaintext",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
+    "--state-db",
+    "--enable-tap",
+];
+
+/// Desired state of a `DetectionEngine`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "rsigma.io",
+    version = "v1alpha1",
+    kind = "DetectionEngine",
+    plural = "detectionengines",
+    singular = "detectionengine",
+    shortname = "de",
+    category = "rsigma",
+    namespaced,
+    status = "DetectionEngineStatus",
+    derive = "PartialEq",
+    doc = "A deployment of the rsigma detection daemon that loads the SigmaRuleSets it selects.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Every desired replica is ready"
+    ),
+    printcolumn(
+        name = "RulesInSync",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"RulesInSync\")].status",
+        description = "Every ready pod reports the desired rules hash as loaded"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Desired replicas"
+    ),
+    printcolumn(
+        name = "ReadyReplicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Ready replicas"
+    ),
+    printcolumn(
+        name = "Input",
+        type_ = "string",
+        json_path = ".spec.input.type",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".spec.image",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.state) || self.state.persistence != 'pvc' || !has(self.replicas) || self.replicas <= 1",
+        "message": "state.persistence: pvc supports at most one replica (the correlation state is a ReadWriteOnce volume)"
+    }
+]))]
+pub struct DetectionEngineSpec {
+    /// Container image of the rsigma daemon.
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+
+    /// Image pull policy. Absent: the Kubernetes default for the tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Number of daemon pods. Every pod loads the same rules.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// Compute resources of the daemon container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Which SigmaRuleSets (same namespace) this engine loads, by their
+    /// labels. Absent or empty: every rule set in the namespace (each rule
+    /// set can further restrict itself with `engineSelector`/`engineRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_set_selector: Option<LabelSelector>,
+
+    /// Where events come from.
+    #[serde(default)]
+    pub input: InputSpec,
+
+    /// Where detections go: `stdout` or `file://PATH`; every record goes to
+    /// every output.
+    #[serde(default = "default_outputs")]
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 4096)))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.all(o, o == 'stdout' || (o.startsWith('file://') && size(o) > 7))",
+            "message": "each output must be stdout or file://PATH"
+        }
+    ]))]
+    pub outputs: Vec<String>,
+
+    /// The live tap (`GET /api/v1/tap`, used by `rsigma engine tap`).
+    #[serde(default)]
+    pub tap: TapSpec,
+
+    /// TLS for the daemon's API listener. Absent: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// Persistence of the correlation state.
+    #[serde(default)]
+    pub state: StateSpec,
+
+    /// Further daemon flags, appended after those the operator sets (for
+    /// example `--workers=4`, `--tls-min-version=1.2`). Flags the operator
+    /// manages (rules, pipelines, input, outputs, API address, TLS files,
+    /// state database, tap) are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.all(a, !a.matches('^(-r|-c|-p|--rules|--config|--pipeline|--input|--output|--api-addr|--allow-plaintext|--tls-cert|--tls-key|--tls-client-ca|--state-db|--enable-tap)(=.*)?$'))",
+            "message": "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap)"
+        }
+    ]))]
+    pub extra_args: Vec<String>,
+
+    /// ServiceAccount of the daemon pods. Absent: one created by the operator
+    /// (no API token mounted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+}
+
+impl DetectionEngineSpec {
+    /// A spec with the given image and every other field at its default.
+    pub fn with_image(image: impl Into<String>) -> Self {
+        Self {
+            image: image.into(),
+            image_pull_policy: None,
+            replicas: default_replicas(),
+            resources: None,
+            rule_set_selector: None,
+            input: InputSpec::default(),
+            outputs: default_outputs(),
+            tap: TapSpec::default(),
+            tls: None,
+            state: StateSpec::default(),
+            extra_args: Vec::new(),
+            service_account_name: None,
+        }
+    }
+}
+
+impl DetectionEngineSpec {
+    /// The CEL rules of the CRD, checked in Rust (same messages), for API
+    /// servers before 1.25 that do not enforce them. Empty: valid.
+    pub fn violations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.state.persistence == Persistence::Pvc && self.replicas > 1 {
+            out.push(
+                "state.persistence: pvc supports at most one replica (the correlation state is a ReadWriteOnce volume)"
+                    .to_owned(),
+            );
+        }
+        if (self.input.type_ == InputType::Nats) != self.input.nats.is_some() {
+            out.push("input.nats is required when input.type is nats, and only then".to_owned());
+        }
+        if let Some(nats) = &self.input.nats
+            && !["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|p| nats.url.len() > p.len() && nats.url.starts_with(p))
+        {
+            out.push("url must start with nats://, tls://, ws:// or wss://".to_owned());
+        }
+        if !self
+            .outputs
+            .iter()
+            .all(|o| o == "stdout" || (o.starts_with("file://") && o.len() > 7))
+        {
+            out.push("each output must be stdout or file://PATH".to_owned());
+        }
+        if self.extra_args.iter().any(|a| is_managed_flag(a)) {
+            out.push(
+                "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap)"
+                    .to_owned(),
+            );
+        }
+        if self.state.persistence != Persistence::Pvc
+            && (self.state.storage_class.is_some() || self.state.size.is_some())
+        {
+            out.push("storageClass and size apply only to persistence: pvc".to_owned());
+        }
+        out
+    }
+}
+
+/// Whether a daemon argument sets one of [`MANAGED_FLAGS`] (`--flag` or
+/// `--flag=value`).
+pub fn is_managed_flag(arg: &str) -> bool {
+    let flag = arg.split_once('=').map_or(arg, |(f, _)| f);
+    MANAGED_FLAGS.contains(&flag)
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_outputs() -> Vec<String> {
+    vec!["stdout".to_owned()]
+}
+
+/// Kubernetes image pull policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    /// Always pull.
+    Always,
+    /// Pull when the image is not on the node.
+    IfNotPresent,
+    /// Never pull.
+    Never,
+}
+
+/// Where the daemon reads events from: a discriminated union on `type`, with
+/// one member field per type that needs settings (Kubernetes API style, like
+/// a Deployment's `strategy`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.type == 'nats' ? has(self.nats) : !has(self.nats)",
+        "message": "input.nats is required when input.type is nats, and only then"
+    }
+]))]
+pub struct InputSpec {
+    /// `http`: events are POSTed to `/api/v1/events` (NDJSON). `nats`: events
+    /// are consumed from a NATS subject.
+    #[serde(rename = "type", default)]
+    pub type_: InputType,
+
+    /// NATS settings (`type: nats` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsInputSpec>,
+}
+
+impl InputSpec {
+    /// An HTTP input.
+    pub fn http() -> Self {
+        Self::default()
+    }
+
+    /// A NATS input.
+    pub fn nats(nats: NatsInputSpec) -> Self {
+        Self {
+            type_: InputType::Nats,
+            nats: Some(nats),
+        }
+    }
+}
+
+/// The kind of event source.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    /// `POST /api/v1/events` on the daemon's API listener.
+    #[default]
+    Http,
+    /// A NATS subject.
+    Nats,
+}
+
+/// A NATS event source.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsInputSpec {
+    /// Server URL (`nats://`, `tls://`, `ws://` or `wss://`).
+    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.matches('^(nats|tls|ws|wss)://.+')",
+            "message": "url must start with nats://, tls://, ws:// or wss://"
+        }
+    ]))]
+    pub url: String,
+
+    /// Subject to subscribe to (wildcards allowed).
+    #[schemars(length(min = 1, max = 1024))]
+    pub subject: String,
+
+    /// Secret key holding a NATS credentials file (`.creds`), mounted into
+    /// the daemon pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretKeySelector>,
+}
+
+/// The live tap.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TapSpec {
+    /// Enable `GET /api/v1/tap` (`--enable-tap`). The tap streams live
+    /// events: enable it behind mutual TLS (`tls.clientCaSecretName`).
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// TLS of the daemon's API listener.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) with the
+    /// serving certificate.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+
+    /// A Secret whose `ca.crt` holds the CA bundle for client certificates:
+    /// mutual TLS. Absent: no client certificates are requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_ca_secret_name: Option<String>,
+}
+
+/// Persistence of the correlation state.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.persistence == 'pvc' || (!has(self.storageClass) && !has(self.size))",
+        "message": "storageClass and size apply only to persistence: pvc"
+    }
+]))]
+pub struct StateSpec {
+    /// `none`: state lives in memory and is lost on restart. `pvc`: state is
+    /// snapshotted to a SQLite database on a PersistentVolumeClaim.
+    #[serde(default)]
+    pub persistence: Persistence,
+
+    /// StorageClass of the claim. Absent: the cluster default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class: Option<String>,
+
+    /// Size of the claim. Absent: 1Gi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+}
+
+/// Where the correlation state is kept.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Persistence {
+    /// In memory only.
+    #[default]
+    None,
+    /// A PersistentVolumeClaim per engine.
+    Pvc,
+}
+
+/// Observed state of a `DetectionEngine`, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DetectionEngineStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`: every desired replica is ready. `Progressing`: a rollout or a
+    /// rules change is under way. `RulesInSync`: every ready pod reports
+    /// `desiredRulesHash` as loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Pods of the engine (scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+
+    /// Ready pods of the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+
+    /// Label selector of the engine's pods, as a string (scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// Rules hash of the rule files the operator materialised for this engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_rules_hash: Option<String>,
+
+    /// Rules hash each pod reports as loaded (`/api/v1/status`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub pods: Vec<PodRulesStatus>,
+}
+
+/// What one daemon pod reports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRulesStatus {
+    /// Pod name.
+    pub name: String,
+
+    /// `rules_hash` from the pod's `/api/v1/status`. Absent: not reachable yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_hash: Option<String>,
+
+    /// Whether the pod is ready.
+    #[serde(default)]
+    pub ready: bool,
+
+    /// Last reload error, or why the pod could not be queried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
