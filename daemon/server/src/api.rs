@@ -310,6 +310,9 @@ async fn tap(State(context): State<Arc<DaemonContext>>, Query(query): Query<TapQ
         .into_response()
 }
 
+/// Most bytes sent in one chunk of a tap stream.
+const TAP_CHUNK_BYTES: usize = 256 * 1024;
+
 /// Event lines until the window closes or the limit is reached, then the
 /// summary. Dropping the stream (a client that went away) closes the session.
 fn tap_body(
@@ -357,11 +360,29 @@ fn tap_body(
                     }
                 }
             };
-            if let Some(mut line) = line {
-                state.captured += 1;
-                state.context.metrics.tap_events_streamed.inc();
-                line.push('\n');
-                return Some((Ok(Bytes::from(line)), state));
+            if let Some(mut chunk) = line {
+                // Whatever else is already buffered goes out in the same
+                // chunk: one write per burst instead of one per event.
+                chunk.push('\n');
+                let mut lines = 1;
+                while chunk.len() < TAP_CHUNK_BYTES
+                    && state
+                        .stream
+                        .limit()
+                        .is_none_or(|limit| state.captured + lines < limit)
+                {
+                    match state.stream.lines.try_recv() {
+                        Ok(line) => {
+                            chunk.push_str(&line);
+                            chunk.push('\n');
+                            lines += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                state.captured += lines;
+                state.context.metrics.tap_events_streamed.inc_by(lines);
+                return Some((Ok(Bytes::from(chunk)), state));
             }
         }
         state.done = true;

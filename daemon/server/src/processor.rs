@@ -143,10 +143,12 @@ impl Worker {
                     .blocking_send(DeadLetter::parse(&line.text, err));
                 continue;
             }
+            let verbatim = tap.is_active() && self.decoder.is_verbatim_json(&line.text);
             for event in events.iter() {
                 metrics.events_processed.inc();
                 if tap.is_active() {
-                    tap.publish_decoded(event, metrics);
+                    let text = verbatim.then(|| line.text.trim());
+                    tap.publish_decoded(event, text, metrics);
                 }
                 detections.clear();
                 ruleset.engine.evaluate_into(event, scratch, detections);

@@ -175,6 +175,16 @@ impl Session {
         }
     }
 
+    /// True when the buffer has room; a full session drops the event
+    /// before paying for its serialization.
+    fn has_room(&self, metrics: &Metrics) -> bool {
+        if self.sender.capacity() > 0 {
+            return true;
+        }
+        self.drop_one(metrics);
+        false
+    }
+
     fn drop_one(&self, metrics: &Metrics) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
         metrics.tap_events_dropped.inc();
@@ -338,11 +348,13 @@ impl TapHub {
         self.sessions.store(Arc::new(sessions));
     }
 
-    /// Offers an evaluated event to the decoded-stage sessions.
-    pub fn publish_decoded(&self, event: &Value, metrics: &Metrics) {
+    /// Offers an evaluated event to the decoded-stage sessions; `text`, when
+    /// given, is JSON text that parses to exactly `event` (the input line),
+    /// streamed as is to sessions that do not redact.
+    pub fn publish_decoded(&self, event: &Value, text: Option<&str>, metrics: &Metrics) {
         let sessions = self.sessions.load();
         for session in sessions.iter().filter(|s| s.stage == Stage::Decoded) {
-            if session.full.load(Ordering::Relaxed) {
+            if session.full.load(Ordering::Relaxed) || !session.has_room(metrics) {
                 continue;
             }
             let line = match &session.redactor {
@@ -351,7 +363,10 @@ impl TapHub {
                     redactor.redact(&mut copy);
                     copy.to_string()
                 }
-                None => event.to_string(),
+                None => match text {
+                    Some(text) => text.to_owned(),
+                    None => event.to_string(),
+                },
             };
             session.offer(line, metrics);
         }
@@ -361,7 +376,7 @@ impl TapHub {
     pub fn publish_raw(&self, line: &str, metrics: &Metrics) {
         let sessions = self.sessions.load();
         for session in sessions.iter().filter(|s| s.stage == Stage::Raw) {
-            if session.full.load(Ordering::Relaxed) {
+            if session.full.load(Ordering::Relaxed) || !session.has_room(metrics) {
                 continue;
             }
             let text = match &session.redactor {

@@ -304,6 +304,18 @@ impl Decoder {
         self.format
     }
 
+    /// True when a successfully decoded `line` is its own event's JSON text:
+    /// a JSON object taken whole. Parsing the text again gives exactly the
+    /// event, so the tap can stream the text instead of re-serializing.
+    pub fn is_verbatim_json(&self, line: &str) -> bool {
+        matches!(self.extractor, Extractor::Whole)
+            && match self.format {
+                InputFormat::Json => true,
+                InputFormat::Auto => line.trim_start().starts_with('{'),
+                InputFormat::Syslog | InputFormat::Plain => false,
+            }
+    }
+
     /// Decodes one line (without its newline) into zero or more events,
     /// appended to `out`. Every event is a JSON object.
     ///
