@@ -345,44 +345,40 @@ fn tap_body(
                 .is_some_and(|limit| state.captured >= limit)
         };
         if !limit_reached(&state) {
-            let line = if state.stream.is_closed() {
+            let chunk = if state.stream.is_closed() {
                 // After the window: what is still buffered, then the summary.
-                state.stream.lines.try_recv().ok()
+                state.stream.try_next_chunk()
             } else {
                 let deadline = tokio::time::Instant::from_std(state.stream.deadline);
                 tokio::select! {
-                    line = state.stream.lines.recv() => line,
+                    chunk = state.stream.next_chunk() => chunk,
                     _ = tokio::time::sleep_until(deadline) => {
                         // No new events once the window is over; the
                         // buffered ones are still delivered.
                         state.stream.close();
-                        state.stream.lines.try_recv().ok()
+                        state.stream.try_next_chunk()
                     }
                 }
             };
-            if let Some(mut chunk) = line {
+            if let Some(mut chunk) = chunk {
                 // Whatever else is already buffered goes out in the same
-                // chunk: one write per burst instead of one per event.
-                chunk.push('\n');
-                let mut lines = 1;
-                while chunk.len() < TAP_CHUNK_BYTES
-                    && state
-                        .stream
-                        .limit()
-                        .is_none_or(|limit| state.captured + lines < limit)
-                {
-                    match state.stream.lines.try_recv() {
-                        Ok(line) => {
-                            chunk.push_str(&line);
-                            chunk.push('\n');
-                            lines += 1;
+                // write.
+                while chunk.text.len() < TAP_CHUNK_BYTES {
+                    match state.stream.try_next_chunk() {
+                        Some(more) => {
+                            chunk.text.push_str(&more.text);
+                            chunk.lines += more.lines;
                         }
-                        Err(_) => break,
+                        None => break,
                     }
                 }
-                state.captured += lines;
-                state.context.metrics.tap_events_streamed.inc_by(lines);
-                return Some((Ok(Bytes::from(chunk)), state));
+                state.captured += chunk.lines;
+                state
+                    .context
+                    .metrics
+                    .tap_events_streamed
+                    .inc_by(chunk.lines);
+                return Some((Ok(Bytes::from(chunk.text)), state));
             }
         }
         state.done = true;

@@ -128,13 +128,15 @@ impl Worker {
             correlated,
             scratch,
         } = buffers;
-        let tap = &self.context.tap;
+        let mut tap = self.context.tap.batch();
         for line in batch.iter() {
             events.clear();
             let decoded = self.decoder.decode(&line.text, events);
             // The raw stage sees every line, except those the DLQ takes.
-            if tap.is_active() && (decoded.is_ok() || config.dlq.is_none()) {
-                tap.publish_raw(&line.text, metrics);
+            if let Some(tap) = tap.as_mut()
+                && (decoded.is_ok() || config.dlq.is_none())
+            {
+                tap.raw(&line.text, metrics);
             }
             if let Err(err) = decoded {
                 metrics.parse_errors.inc();
@@ -143,12 +145,11 @@ impl Worker {
                     .blocking_send(DeadLetter::parse(&line.text, err));
                 continue;
             }
-            let verbatim = tap.is_active() && self.decoder.is_verbatim_json(&line.text);
+            let verbatim = tap.is_some() && self.decoder.is_verbatim_json(&line.text);
             for event in events.iter() {
                 metrics.events_processed.inc();
-                if tap.is_active() {
-                    let text = verbatim.then(|| line.text.trim());
-                    tap.publish_decoded(event, text, metrics);
+                if let Some(tap) = tap.as_mut() {
+                    tap.decoded(event, verbatim.then(|| line.text.trim()), metrics);
                 }
                 detections.clear();
                 ruleset.engine.evaluate_into(event, scratch, detections);
@@ -191,6 +192,9 @@ impl Worker {
                     }
                 }
             }
+        }
+        if let Some(tap) = tap {
+            tap.flush(metrics);
         }
         chunk
     }

@@ -141,12 +141,26 @@ impl Redactor {
     }
 }
 
+/// Lines for a session's buffer: each line ends with a newline.
+#[derive(Debug)]
+pub struct TapChunk {
+    /// The lines.
+    pub text: String,
+    /// How many.
+    pub lines: u64,
+}
+
 /// One open session.
 struct Session {
     id: u64,
     stage: Stage,
     redactor: Option<Redactor>,
-    sender: mpsc::Sender<String>,
+    /// Unbounded channel, bounded by `buffered` against `capacity`: a chunk
+    /// of a batch's events is one send, not one per event.
+    sender: mpsc::UnboundedSender<TapChunk>,
+    /// Events in the channel now.
+    buffered: Arc<AtomicU64>,
+    capacity: u64,
     /// Events handed to the buffer.
     accepted: AtomicU64,
     /// Events that did not fit, or raw lines a redacting session could not parse.
@@ -157,38 +171,61 @@ struct Session {
 }
 
 impl Session {
-    fn offer(&self, line: String, metrics: &Metrics) {
+    /// Events the session can still take now.
+    fn room(&self) -> u64 {
+        let room = self
+            .capacity
+            .saturating_sub(self.buffered.load(Ordering::Relaxed));
+        match self.limit {
+            Some(limit) => room.min(limit.saturating_sub(self.accepted.load(Ordering::Relaxed))),
+            None => room,
+        }
+    }
+
+    /// Hands a chunk of `lines` lines to the buffer.
+    fn offer(&self, mut chunk: TapChunk, metrics: &Metrics) {
         if self.full.load(Ordering::Relaxed) {
             return;
         }
-        match self.sender.try_send(line) {
-            Ok(()) => {
-                let accepted = self.accepted.fetch_add(1, Ordering::Relaxed) + 1;
-                if self.limit.is_some_and(|limit| accepted >= limit) {
-                    self.full.store(true, Ordering::Relaxed);
-                }
-            }
-            Err(_) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                metrics.tap_events_dropped.inc();
-            }
+        let keep = chunk.lines.min(self.room());
+        if keep < chunk.lines {
+            // Lines past the limit are not wanted; those past the room are lost.
+            let wanted = match self.limit {
+                Some(limit) => chunk
+                    .lines
+                    .min(limit.saturating_sub(self.accepted.load(Ordering::Relaxed))),
+                None => chunk.lines,
+            };
+            self.count_dropped(wanted - keep, metrics);
+            chunk.text.truncate(nth_line_end(&chunk.text, keep));
+            chunk.lines = keep;
         }
+        if chunk.lines == 0 {
+            return;
+        }
+        self.buffered.fetch_add(chunk.lines, Ordering::Relaxed);
+        let accepted = self.accepted.fetch_add(chunk.lines, Ordering::Relaxed) + chunk.lines;
+        if self.limit.is_some_and(|limit| accepted >= limit) {
+            self.full.store(true, Ordering::Relaxed);
+        }
+        // A send error means the stream is gone and the session closing.
+        let _ = self.sender.send(chunk);
     }
 
-    /// True when the buffer has room; a full session drops the event
-    /// before paying for its serialization.
-    fn has_room(&self, metrics: &Metrics) -> bool {
-        if self.sender.capacity() > 0 {
-            return true;
-        }
-        self.drop_one(metrics);
-        false
+    fn count_dropped(&self, events: u64, metrics: &Metrics) {
+        self.dropped.fetch_add(events, Ordering::Relaxed);
+        metrics.tap_events_dropped.inc_by(events);
     }
+}
 
-    fn drop_one(&self, metrics: &Metrics) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        metrics.tap_events_dropped.inc();
+/// The byte length of the first `lines` lines of `text`.
+fn nth_line_end(text: &str, lines: u64) -> usize {
+    if lines == 0 {
+        return 0;
     }
+    text.match_indices('\n')
+        .nth(lines as usize - 1)
+        .map_or(text.len(), |(at, _)| at + 1)
 }
 
 /// The open sessions; workers read the list without locking.
@@ -219,8 +256,8 @@ pub struct TapStream {
     hub: Arc<TapHub>,
     session: Arc<Session>,
     active: prometheus::IntGauge,
-    /// Event lines, in order.
-    pub lines: mpsc::Receiver<String>,
+    /// Chunks of event lines, in order.
+    chunks: mpsc::UnboundedReceiver<TapChunk>,
     /// When the capture window ends.
     pub deadline: Instant,
     /// When it started.
@@ -243,6 +280,27 @@ impl TapStream {
     /// Events dropped so far.
     pub fn dropped(&self) -> u64 {
         self.session.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The next chunk, waiting for it.
+    pub async fn next_chunk(&mut self) -> Option<TapChunk> {
+        let chunk = self.chunks.recv().await;
+        self.taken(chunk)
+    }
+
+    /// The next chunk if one is buffered.
+    pub fn try_next_chunk(&mut self) -> Option<TapChunk> {
+        let chunk = self.chunks.try_recv().ok();
+        self.taken(chunk)
+    }
+
+    fn taken(&self, chunk: Option<TapChunk>) -> Option<TapChunk> {
+        if let Some(chunk) = &chunk {
+            self.session
+                .buffered
+                .fetch_sub(chunk.lines, Ordering::Relaxed);
+        }
+        chunk
     }
 
     /// Ends the capture window: the session stops receiving events (those
@@ -272,6 +330,93 @@ impl Drop for TapStream {
     }
 }
 
+/// The tap lines of one worker batch, one chunk per session, handed to the
+/// sessions together at the end of the batch.
+pub struct TapBatch {
+    sessions: Arc<Vec<Arc<Session>>>,
+    chunks: Vec<TapChunk>,
+}
+
+impl TapBatch {
+    /// Adds an evaluated event for the decoded-stage sessions; `text`, when
+    /// given, is JSON text that parses to exactly `event` (the input line),
+    /// used as is by sessions that do not redact.
+    pub fn decoded(&mut self, event: &Value, text: Option<&str>, metrics: &Metrics) {
+        for (session, chunk) in self.sessions.iter().zip(&mut self.chunks) {
+            if session.stage != Stage::Decoded || !Self::has_room(session, chunk, metrics) {
+                continue;
+            }
+            match (&session.redactor, text) {
+                (Some(redactor), _) => {
+                    let mut copy = event.clone();
+                    redactor.redact(&mut copy);
+                    chunk.text.push_str(&copy.to_string());
+                }
+                (None, Some(text)) => chunk.text.push_str(text),
+                (None, None) => chunk.text.push_str(&event.to_string()),
+            }
+            chunk.text.push('\n');
+            chunk.lines += 1;
+        }
+    }
+
+    /// Adds an input line for the raw-stage sessions.
+    pub fn raw(&mut self, line: &str, metrics: &Metrics) {
+        for (session, chunk) in self.sessions.iter().zip(&mut self.chunks) {
+            if session.stage != Stage::Raw || !Self::has_room(session, chunk, metrics) {
+                continue;
+            }
+            let text = match &session.redactor {
+                // Redaction needs structure: a line that is not JSON is
+                // dropped from a redacting capture rather than leaked.
+                Some(redactor) => match serde_json::from_str::<Value>(line) {
+                    Ok(mut value) => {
+                        redactor.redact(&mut value);
+                        value.to_string()
+                    }
+                    Err(_) => {
+                        session.count_dropped(1, metrics);
+                        continue;
+                    }
+                },
+                None => line.to_owned(),
+            };
+            // A JSON string carries any raw line intact.
+            chunk.text.push_str(&Value::String(text).to_string());
+            chunk.text.push('\n');
+            chunk.lines += 1;
+        }
+    }
+
+    /// True when the session can take one more event after those already in
+    /// this batch's chunk; otherwise the event is dropped (and counted)
+    /// before it is serialized.
+    fn has_room(session: &Session, chunk: &TapChunk, metrics: &Metrics) -> bool {
+        if session.full.load(Ordering::Relaxed) {
+            return false;
+        }
+        if session.room() > chunk.lines {
+            return true;
+        }
+        let limited = session
+            .limit
+            .is_some_and(|limit| session.accepted.load(Ordering::Relaxed) + chunk.lines >= limit);
+        if !limited {
+            session.count_dropped(1, metrics);
+        }
+        false
+    }
+
+    /// Hands each session its chunk.
+    pub fn flush(self, metrics: &Metrics) {
+        for (session, chunk) in self.sessions.iter().zip(self.chunks) {
+            if chunk.lines > 0 {
+                session.offer(chunk, metrics);
+            }
+        }
+    }
+}
+
 impl TapHub {
     /// A hub with these limits.
     pub fn new(config: TapConfig) -> TapHub {
@@ -288,9 +433,21 @@ impl TapHub {
         &self.config
     }
 
-    /// True when at least one session is open (one atomic load).
-    pub fn is_active(&self) -> bool {
-        self.open.load(Ordering::Relaxed) > 0
+    /// A batch for the sessions open now, or `None` without any (one atomic
+    /// load: the cost of the tap when nobody taps).
+    pub fn batch(&self) -> Option<TapBatch> {
+        if self.open.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let sessions = self.sessions.load_full();
+        let chunks = sessions
+            .iter()
+            .map(|_| TapChunk {
+                text: String::new(),
+                lines: 0,
+            })
+            .collect();
+        Some(TapBatch { sessions, chunks })
     }
 
     /// Opens a session.
@@ -308,13 +465,15 @@ impl TapHub {
             return Err(TapError::TooMany(self.config.max_sessions));
         }
         *next_id += 1;
-        let (sender, lines) = mpsc::channel(self.config.buffer_size.max(1));
+        let (sender, chunks) = mpsc::unbounded_channel();
         let session = Arc::new(Session {
             id: *next_id,
             stage: request.stage,
             redactor: (!request.redact_fields.is_empty())
                 .then(|| Redactor::new(request.redact_fields)),
             sender,
+            buffered: Arc::new(AtomicU64::new(0)),
+            capacity: self.config.buffer_size.max(1) as u64,
             accepted: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             limit: request.limit,
@@ -331,7 +490,7 @@ impl TapHub {
             hub: Arc::clone(self),
             session,
             active: metrics.tap_sessions_active.clone(),
-            lines,
+            chunks,
             deadline: started + request.duration.min(self.config.max_duration),
             started,
             ended: None,
@@ -346,57 +505,6 @@ impl TapHub {
             self.open.fetch_sub(1, Ordering::Relaxed);
         }
         self.sessions.store(Arc::new(sessions));
-    }
-
-    /// Offers an evaluated event to the decoded-stage sessions; `text`, when
-    /// given, is JSON text that parses to exactly `event` (the input line),
-    /// streamed as is to sessions that do not redact.
-    pub fn publish_decoded(&self, event: &Value, text: Option<&str>, metrics: &Metrics) {
-        let sessions = self.sessions.load();
-        for session in sessions.iter().filter(|s| s.stage == Stage::Decoded) {
-            if session.full.load(Ordering::Relaxed) || !session.has_room(metrics) {
-                continue;
-            }
-            let line = match &session.redactor {
-                Some(redactor) => {
-                    let mut copy = event.clone();
-                    redactor.redact(&mut copy);
-                    copy.to_string()
-                }
-                None => match text {
-                    Some(text) => text.to_owned(),
-                    None => event.to_string(),
-                },
-            };
-            session.offer(line, metrics);
-        }
-    }
-
-    /// Offers an input line to the raw-stage sessions.
-    pub fn publish_raw(&self, line: &str, metrics: &Metrics) {
-        let sessions = self.sessions.load();
-        for session in sessions.iter().filter(|s| s.stage == Stage::Raw) {
-            if session.full.load(Ordering::Relaxed) || !session.has_room(metrics) {
-                continue;
-            }
-            let text = match &session.redactor {
-                // Redaction needs structure: a line that is not JSON is
-                // dropped from a redacting capture rather than leaked.
-                Some(redactor) => match serde_json::from_str::<Value>(line) {
-                    Ok(mut value) => {
-                        redactor.redact(&mut value);
-                        value.to_string()
-                    }
-                    Err(_) => {
-                        session.drop_one(metrics);
-                        continue;
-                    }
-                },
-                None => line.to_owned(),
-            };
-            // A JSON string carries any raw line intact.
-            session.offer(Value::String(text).to_string(), metrics);
-        }
     }
 }
 
