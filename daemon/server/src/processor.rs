@@ -136,7 +136,7 @@ impl Worker {
             if let Some(tap) = tap.as_mut()
                 && (decoded.is_ok() || config.dlq.is_none())
             {
-                tap.raw(&line.text, metrics);
+                tap.raw(&line.text);
             }
             if let Err(err) = decoded {
                 metrics.parse_errors.inc();
@@ -149,7 +149,7 @@ impl Worker {
             for event in events.iter() {
                 metrics.events_processed.inc();
                 if let Some(tap) = tap.as_mut() {
-                    tap.decoded(event, verbatim.then(|| line.text.trim()), metrics);
+                    tap.decoded(event, verbatim.then(|| line.text.trim()));
                 }
                 detections.clear();
                 ruleset.engine.evaluate_into(event, scratch, detections);

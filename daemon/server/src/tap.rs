@@ -335,15 +335,23 @@ impl Drop for TapStream {
 pub struct TapBatch {
     sessions: Arc<Vec<Arc<Session>>>,
     chunks: Vec<TapChunk>,
+    /// Per session, events dropped in this batch: counted once at the end,
+    /// so workers do not contend on the shared counters per event.
+    dropped: Vec<u64>,
 }
 
 impl TapBatch {
     /// Adds an evaluated event for the decoded-stage sessions; `text`, when
     /// given, is JSON text that parses to exactly `event` (the input line),
     /// used as is by sessions that do not redact.
-    pub fn decoded(&mut self, event: &Value, text: Option<&str>, metrics: &Metrics) {
-        for (session, chunk) in self.sessions.iter().zip(&mut self.chunks) {
-            if session.stage != Stage::Decoded || !Self::has_room(session, chunk, metrics) {
+    pub fn decoded(&mut self, event: &Value, text: Option<&str>) {
+        for ((session, chunk), dropped) in self
+            .sessions
+            .iter()
+            .zip(&mut self.chunks)
+            .zip(&mut self.dropped)
+        {
+            if session.stage != Stage::Decoded || !Self::has_room(session, chunk, dropped) {
                 continue;
             }
             match (&session.redactor, text) {
@@ -361,9 +369,14 @@ impl TapBatch {
     }
 
     /// Adds an input line for the raw-stage sessions.
-    pub fn raw(&mut self, line: &str, metrics: &Metrics) {
-        for (session, chunk) in self.sessions.iter().zip(&mut self.chunks) {
-            if session.stage != Stage::Raw || !Self::has_room(session, chunk, metrics) {
+    pub fn raw(&mut self, line: &str) {
+        for ((session, chunk), dropped) in self
+            .sessions
+            .iter()
+            .zip(&mut self.chunks)
+            .zip(&mut self.dropped)
+        {
+            if session.stage != Stage::Raw || !Self::has_room(session, chunk, dropped) {
                 continue;
             }
             let text = match &session.redactor {
@@ -375,7 +388,7 @@ impl TapBatch {
                         value.to_string()
                     }
                     Err(_) => {
-                        session.count_dropped(1, metrics);
+                        *dropped += 1;
                         continue;
                     }
                 },
@@ -391,7 +404,7 @@ impl TapBatch {
     /// True when the session can take one more event after those already in
     /// this batch's chunk; otherwise the event is dropped (and counted)
     /// before it is serialized.
-    fn has_room(session: &Session, chunk: &TapChunk, metrics: &Metrics) -> bool {
+    fn has_room(session: &Session, chunk: &TapChunk, dropped: &mut u64) -> bool {
         if session.full.load(Ordering::Relaxed) {
             return false;
         }
@@ -402,14 +415,17 @@ impl TapBatch {
             .limit
             .is_some_and(|limit| session.accepted.load(Ordering::Relaxed) + chunk.lines >= limit);
         if !limited {
-            session.count_dropped(1, metrics);
+            *dropped += 1;
         }
         false
     }
 
     /// Hands each session its chunk.
     pub fn flush(self, metrics: &Metrics) {
-        for (session, chunk) in self.sessions.iter().zip(self.chunks) {
+        for ((session, chunk), dropped) in self.sessions.iter().zip(self.chunks).zip(self.dropped) {
+            if dropped > 0 {
+                session.count_dropped(dropped, metrics);
+            }
             if chunk.lines > 0 {
                 session.offer(chunk, metrics);
             }
@@ -447,7 +463,12 @@ impl TapHub {
                 lines: 0,
             })
             .collect();
-        Some(TapBatch { sessions, chunks })
+        let dropped = vec![0; sessions.len()];
+        Some(TapBatch {
+            sessions,
+            chunks,
+            dropped,
+        })
     }
 
     /// Opens a session.
