@@ -66,6 +66,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank]
 }
 
+/// CPU seconds (user + system) the process `pid` has used so far.
+fn cpu_seconds(pid: u32, ticks_per_sec: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / ticks_per_sec
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Throughput of one round: by wall clock, and per CPU second of the daemon
+/// (its own cost, whatever else shares the machine's cores).
+#[derive(Clone, Copy)]
+struct Round {
+    wall: f64,
+    per_cpu_second: f64,
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: skip then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -169,19 +196,35 @@ fn main() {
     // reading at most 4 MiB/s (an operator's laptop over a network); the
     // median of each mode is reported, so that drift on this shared machine
     // does not favour one mode.
+    let daemon_pid = daemon.id();
+    let ticks = clock_ticks();
+    let measure = |run: &mut dyn FnMut()| {
+        let cpu = cpu_seconds(daemon_pid, ticks);
+        let started = Instant::now();
+        run();
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(daemon_pid, ticks) - cpu;
+        Round {
+            wall: lines.len() as f64 / wall,
+            per_cpu_second: lines.len() as f64 / cpu,
+        }
+    };
     let mut none = Vec::new();
     let mut full = Vec::new();
     let mut slow = Vec::new();
     let mut posted = Duration::ZERO;
     for _ in 0..ROUNDS {
-        let started = Instant::now();
-        post_all(&client, &base, &lines, None);
-        posted = started.elapsed();
         processed += lines.len() as u64;
-        wait_processed(&client, &base, processed);
-        none.push(lines.len() as f64 / started.elapsed().as_secs_f64());
+        none.push(measure(&mut || {
+            let started = Instant::now();
+            post_all(&client, &base, &lines, None);
+            posted = started.elapsed();
+            wait_processed(&client, &base, processed);
+        }));
         processed += lines.len() as u64;
-        full.push(saturate_with_tap(&client, &base, &lines, processed, None));
+        full.push(saturate_with_tap(
+            &client, &base, &lines, processed, None, &measure,
+        ));
         processed += lines.len() as u64 + 1;
         slow.push(saturate_with_tap(
             &client,
@@ -189,22 +232,28 @@ fn main() {
             &lines,
             processed,
             Some(4 << 20),
+            &measure,
         ));
         processed += 1;
     }
-    let throughput = median(none.clone());
+    let throughput = median(none.iter().map(|r| r.wall).collect());
+    let per_cpu = median(none.iter().map(|r| r.per_cpu_second).collect());
     let elapsed = Duration::from_secs_f64(lines.len() as f64 / throughput);
-    let full_tap = (
-        median(full.iter().map(|r| r.0).collect()),
-        full.iter().map(|r| r.1).sum::<usize>() / ROUNDS,
-        full.iter().map(|r| r.2).sum::<u64>() / ROUNDS as u64,
+    let summarize = |rounds: &[(Round, usize, u64)]| {
+        (
+            median(rounds.iter().map(|r| r.0.wall).collect()),
+            median(rounds.iter().map(|r| r.0.per_cpu_second).collect()),
+            rounds.iter().map(|r| r.1).sum::<usize>() / ROUNDS,
+            rounds.iter().map(|r| r.2).sum::<u64>() / ROUNDS as u64,
+        )
+    };
+    let full_tap = summarize(&full);
+    let slow_tap = summarize(&slow);
+    println!(
+        "rounds without a tap: {:.0?} events/s, {:.0?} events per daemon CPU second",
+        none.iter().map(|r| r.wall).collect::<Vec<_>>(),
+        none.iter().map(|r| r.per_cpu_second).collect::<Vec<_>>()
     );
-    let slow_tap = (
-        median(slow.iter().map(|r| r.0).collect()),
-        slow.iter().map(|r| r.1).sum::<usize>() / ROUNDS,
-        slow.iter().map(|r| r.2).sum::<u64>() / ROUNDS as u64,
-    );
-    println!("rounds without a tap: {none:.0?} events/s");
     let phase2_base = processed;
     // Let the reader catch up with phase 1's output before phase 2 starts.
     let mut saturated_detections = detections_seen.load(Ordering::Relaxed);
@@ -240,14 +289,17 @@ fn main() {
         posted.as_secs_f64(),
         elapsed.as_secs_f64()
     );
-    for (label, (tapped, streamed, dropped)) in [
+    println!("  daemon CPU cost without a tap: {per_cpu:.0} events per CPU second");
+    for (label, (tapped, tapped_per_cpu, streamed, dropped)) in [
         ("draining every event", full_tap),
         ("reading at most 4 MiB/s", slow_tap),
     ] {
         println!(
-            "with one tap session {label}, median of {ROUNDS}: {tapped:.0} events/s ({:+.1}% vs without); \
+            "with one tap session {label}, median of {ROUNDS}: {tapped:.0} events/s ({:+.1}% vs without), \
+             {tapped_per_cpu:.0} events per daemon CPU second ({:+.1}% vs without); \
              {streamed} events streamed, {dropped} dropped per round",
             100.0 * (tapped - throughput) / throughput,
+            100.0 * (tapped_per_cpu - per_cpu) / per_cpu,
         );
     }
     println!(
@@ -267,7 +319,7 @@ fn main() {
 }
 
 /// Posts every line again while one tap session is open; returns the
-/// throughput, and the events the tap streamed and dropped (from its summary).
+/// throughput, and the events the tap streamed and dropped (from the metrics).
 /// `processed` is the daemon's event count once these lines are evaluated.
 fn saturate_with_tap(
     client: &reqwest::blocking::Client,
@@ -275,7 +327,8 @@ fn saturate_with_tap(
     lines: &Arc<Vec<String>>,
     processed: u64,
     max_bytes_per_sec: Option<usize>,
-) -> (f64, usize, u64) {
+    measure: &dyn Fn(&mut dyn FnMut()) -> Round,
+) -> (Round, usize, u64) {
     // A client of its own: a blocking client runs all its requests on one
     // background thread, which the posting clients keep busy.
     let tap_client = reqwest::blocking::Client::new();
@@ -329,10 +382,10 @@ fn saturate_with_tap(
         std::thread::sleep(Duration::from_millis(10));
     }
     let dropped_before = metric(client, base, "rsigma_tap_events_dropped_total");
-    let started = Instant::now();
-    post_all(client, base, lines, None);
-    wait_processed(client, base, processed);
-    let elapsed = started.elapsed();
+    let round = measure(&mut || {
+        post_all(client, base, lines, None);
+        wait_processed(client, base, processed);
+    });
     let dropped = metric(client, base, "rsigma_tap_events_dropped_total") - dropped_before;
     stop.store(true, Ordering::Relaxed);
     // The reader may be blocked in a read of an idle stream: one more event
@@ -350,11 +403,7 @@ fn saturate_with_tap(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    (
-        lines.len() as f64 / elapsed.as_secs_f64(),
-        streamed,
-        dropped,
-    )
+    (round, streamed, dropped)
 }
 
 /// The value of an unlabelled metric.

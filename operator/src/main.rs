@@ -173,10 +173,20 @@ async fn main() -> anyhow::Result<()> {
                 duration_secs: args.leader_election_duration,
                 grace_secs: args.leader_election_grace,
             };
-            leader::run(client.clone(), election, metrics.clone(), work).await?;
+            leader::run(
+                client.clone(),
+                election,
+                metrics.clone(),
+                work,
+                shutdown_signal(),
+            )
+            .await?;
         } else {
             metrics.leader.set(1);
-            work().await;
+            tokio::select! {
+                _ = work() => {}
+                _ = shutdown_signal() => {}
+            }
         }
         anyhow::Ok(())
     };
@@ -186,8 +196,8 @@ async fn main() -> anyhow::Result<()> {
         result = http_task => {
             result.context("HTTP task")?.context("HTTP listener")?;
         }
-        _ = shutdown_signal() => tracing::info!("shutting down"),
     }
+    tracing::info!("shut down");
     Ok(())
 }
 

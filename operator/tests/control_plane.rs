@@ -14,6 +14,7 @@ use std::time::Duration;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
+        coordination::v1::Lease,
         core::v1::{ConfigMap, Pod, Service, ServiceAccount},
         events::v1::Event,
     },
@@ -152,7 +153,9 @@ async fn engine_rule_sets_reload_and_status() {
     install_crds(&client).await;
     let ns = "soc";
     create_namespace(&client, ns).await;
-    let (operator, metrics) = start_operator(client.clone(), ns);
+    // The operator runs with the generated least-privilege RBAC, the test
+    // (playing users and the kubelet) as admin.
+    let (operator, metrics) = start_operator(cp.operator_client(ns).await, ns);
 
     let engines: Api<DetectionEngine> = Api::namespaced(client.clone(), ns);
     let rule_sets: Api<SigmaRuleSet> = Api::namespaced(client.clone(), ns);
@@ -738,6 +741,7 @@ async fn leader_election_and_api_server_restart() {
     // Each replica has its own client, as separate pods would.
     let replica = |identity: &str, client: Client| {
         let metrics = Arc::new(Metrics::new());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let election = LeaderElection {
             namespace: ns.to_owned(),
             lease_name: "rsigma-operator".to_owned(),
@@ -756,20 +760,28 @@ async fn leader_election_and_api_server_restart() {
                 instance: Some(election.identity.clone()),
                 ..test_config("restart")
             };
-            let _ = leader::run(client, election, m, move || {
-                rsigma_operator::run(
-                    work_client.clone(),
-                    config.clone(),
-                    work_metrics.clone(),
-                    pods.clone(),
-                )
-            })
+            let _ = leader::run(
+                client,
+                election,
+                m,
+                move || {
+                    rsigma_operator::run(
+                        work_client.clone(),
+                        config.clone(),
+                        work_metrics.clone(),
+                        pods.clone(),
+                    )
+                },
+                async move {
+                    let _ = stopped.await;
+                },
+            )
             .await;
         });
-        (task, metrics)
+        (task, metrics, stop)
     };
-    let (task_a, metrics_a) = replica("replica-a", cp.client().await);
-    let (task_b, metrics_b) = replica("replica-b", cp.client().await);
+    let (task_a, metrics_a, stop_a) = replica("replica-a", cp.operator_client(ns).await);
+    let (task_b, metrics_b, stop_b) = replica("replica-b", cp.operator_client(ns).await);
     let leaders = || metrics_a.leader.get() + metrics_b.leader.get();
     eventually(LONG, "one leader", || async {
         (leaders() == 1).then_some(())
@@ -777,11 +789,26 @@ async fn leader_election_and_api_server_restart() {
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(leaders(), 1, "exactly one replica leads");
-    let (leader_task, follower_task, follower_metrics) = if metrics_a.leader.get() == 1 {
-        (task_a, task_b, metrics_b.clone())
-    } else {
-        (task_b, task_a, metrics_a.clone())
-    };
+    let (leader, leader_task, stop_leader, follower_task, stop_follower, follower_metrics) =
+        if metrics_a.leader.get() == 1 {
+            (
+                "replica-a",
+                task_a,
+                stop_a,
+                task_b,
+                stop_b,
+                metrics_b.clone(),
+            )
+        } else {
+            (
+                "replica-b",
+                task_b,
+                stop_b,
+                task_a,
+                stop_a,
+                metrics_a.clone(),
+            )
+        };
     let follower_reconciles = metric(&follower_metrics, "rsigma_operator_reconciles_total");
 
     let engines: Api<DetectionEngine> = Api::namespaced(client.clone(), ns);
@@ -814,8 +841,25 @@ async fn leader_election_and_api_server_restart() {
         "the follower does not reconcile"
     );
 
-    // The leader goes away: the follower takes over once the lease expires.
-    leader_task.abort();
+    // The leader shuts down: it releases the lease on its way out, and the
+    // follower takes over.
+    stop_leader.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), leader_task)
+        .await
+        .expect("the leader shuts down within 10 s")
+        .unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let holder = leases
+        .get("rsigma-operator")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_ne!(
+        holder.as_deref(),
+        Some(leader),
+        "the leader released the lease"
+    );
     eventually(LONG, "the follower takes over", || async {
         (follower_metrics.leader.get() == 1).then_some(())
     })
@@ -860,7 +904,7 @@ async fn leader_election_and_api_server_restart() {
         (s.observed_generation == Some(2) && s.rule_count == Some(2)).then_some(())
     })
     .await;
-    follower_task.abort();
+    stop_follower.send(()).unwrap();
     let _ = follower_task.await;
     drop(cp);
 }

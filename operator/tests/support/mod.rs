@@ -154,6 +154,31 @@ impl ControlPlane {
         Client::try_from(config).expect("client")
     }
 
+    /// A client acting as the operator's ServiceAccount in `namespace`
+    /// (impersonated by the admin), after applying the generated RBAC
+    /// (`rsigma_crds::rbac::manifests`, the objects of crds/rbac.yaml) for
+    /// that namespace: the controllers then run with exactly the permissions
+    /// the chart grants, and a missing one fails the test.
+    pub async fn operator_client(&self, namespace: &str) -> Client {
+        let admin = self.client().await;
+        apply_operator_rbac(&admin, namespace).await;
+        let kubeconfig = Kubeconfig::read_from(self.dir.join("kubeconfig")).expect("kubeconfig");
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("client config");
+        config.auth_info.impersonate = Some(format!(
+            "system:serviceaccount:{namespace}:{}",
+            rsigma_crds::rbac::OPERATOR_ROLE
+        ));
+        config.auth_info.impersonate_groups = Some(vec![
+            "system:serviceaccounts".to_owned(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".to_owned(),
+        ]);
+        Client::try_from(config).expect("client")
+    }
+
     fn readyz(&self) -> bool {
         let url = format!("{}/readyz", self.env["APISERVER_URL"]);
         Command::new("curl")
@@ -321,6 +346,38 @@ pub async fn install_crds(client: &Client) {
         )
         .await;
     }
+}
+
+/// Applies the operator's ServiceAccount, roles and bindings for `namespace`.
+async fn apply_operator_rbac(client: &Client, namespace: &str) {
+    async fn apply<K>(api: Api<K>, object: K)
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let name = object.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("rsigma-operator-tests").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {} {name}: {e}", K::kind(&())));
+    }
+    let rbac = rsigma_crds::rbac::manifests(namespace);
+    let c = || client.clone();
+    apply(Api::namespaced(c(), namespace), rbac.service_account).await;
+    apply(Api::all(c()), rbac.operator_role).await;
+    apply(Api::all(c()), rbac.operator_binding).await;
+    apply(Api::namespaced(c(), namespace), rbac.leader_election_role).await;
+    apply(
+        Api::namespaced(c(), namespace),
+        rbac.leader_election_binding,
+    )
+    .await;
 }
 
 /// Creates a namespace.
