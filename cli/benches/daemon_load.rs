@@ -34,7 +34,7 @@ const CLIENTS: usize = 2;
 const PACED_EVENTS: usize = 100_000;
 const PACED_BATCH: usize = 50;
 const WARM_UP_EVENTS: usize = 20_000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -345,7 +345,7 @@ fn saturate_with_tap(
         // Count lines without parsing them: the client of a real tap runs
         // elsewhere, so its own cost is kept small.
         let mut response = response;
-        let mut buffer = vec![0u8; 64 * 1024];
+        let mut buffer = vec![0u8; 1 << 20];
         let started = Instant::now();
         let (mut lines, mut bytes) = (0usize, 0usize);
         while !stopping.load(Ordering::Relaxed) {

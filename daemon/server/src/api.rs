@@ -310,8 +310,10 @@ async fn tap(State(context): State<Arc<DaemonContext>>, Query(query): Query<TapQ
         .into_response()
 }
 
-/// Most bytes sent in one chunk of a tap stream.
-const TAP_CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks smaller than this are merged with those buffered behind them
+/// (fewer, larger writes when events trickle in); larger ones, a busy
+/// worker batch each, go out as they are, without another copy.
+const TAP_MERGE_BELOW_BYTES: usize = 16 * 1024;
 
 /// Event lines until the window closes or the limit is reached, then the
 /// summary. Dropping the stream (a client that went away) closes the session.
@@ -361,9 +363,7 @@ fn tap_body(
                 }
             };
             if let Some(mut chunk) = chunk {
-                // Whatever else is already buffered goes out in the same
-                // write.
-                while chunk.text.len() < TAP_CHUNK_BYTES {
+                while chunk.text.len() < TAP_MERGE_BELOW_BYTES {
                     match state.stream.try_next_chunk() {
                         Some(more) => {
                             chunk.text.push_str(&more.text);

@@ -129,6 +129,9 @@ impl Worker {
             scratch,
         } = buffers;
         let mut tap = self.context.tap.batch();
+        if let Some(tap) = tap.as_mut() {
+            tap.expect_bytes(batch.iter().map(|line| line.text.len() + 1).sum());
+        }
         for line in batch.iter() {
             events.clear();
             let decoded = self.decoder.decode(&line.text, events);

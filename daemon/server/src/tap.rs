@@ -335,12 +335,21 @@ impl Drop for TapStream {
 pub struct TapBatch {
     sessions: Arc<Vec<Arc<Session>>>,
     chunks: Vec<TapChunk>,
+    /// Bytes a chunk reserves with its first line (see [`TapBatch::expect_bytes`]).
+    expected_bytes: usize,
     /// Per session, events dropped in this batch: counted once at the end,
     /// so workers do not contend on the shared counters per event.
     dropped: Vec<u64>,
 }
 
 impl TapBatch {
+    /// Sizes each chunk, on its first line, for `bytes` of text: about what a
+    /// session taking every event of the batch receives, so that a chunk is
+    /// allocated once instead of growing by doubling.
+    pub fn expect_bytes(&mut self, bytes: usize) {
+        self.expected_bytes = bytes;
+    }
+
     /// Adds an evaluated event for the decoded-stage sessions; `text`, when
     /// given, is JSON text that parses to exactly `event` (the input line),
     /// used as is by sessions that do not redact.
@@ -353,6 +362,9 @@ impl TapBatch {
         {
             if session.stage != Stage::Decoded || !Self::has_room(session, chunk, dropped) {
                 continue;
+            }
+            if chunk.lines == 0 {
+                chunk.text.reserve(self.expected_bytes);
             }
             match (&session.redactor, text) {
                 (Some(redactor), _) => {
@@ -378,6 +390,9 @@ impl TapBatch {
         {
             if session.stage != Stage::Raw || !Self::has_room(session, chunk, dropped) {
                 continue;
+            }
+            if chunk.lines == 0 {
+                chunk.text.reserve(self.expected_bytes);
             }
             let text = match &session.redactor {
                 // Redaction needs structure: a line that is not JSON is
@@ -467,6 +482,7 @@ impl TapHub {
         Some(TapBatch {
             sessions,
             chunks,
+            expected_bytes: 0,
             dropped,
         })
     }
