@@ -614,6 +614,46 @@ where
 // Shared helpers
 // ---------------------------------------------------------------------------
 
+/// Ends a reconcile: a success clears the object's failure count, and a
+/// not-found error is no failure when the object itself was deleted while
+/// it was being reconciled (`forget` then drops what is kept per uid).
+async fn conclude<K>(
+    ctx: &Context,
+    object: &K,
+    result: Result<Action, Error>,
+    forget: impl FnOnce(&str),
+) -> Result<Action, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let uid = object.uid().unwrap_or_default();
+    match result {
+        Ok(action) => {
+            ctx.reset_failures(&uid);
+            Ok(action)
+        }
+        Err(err) if err.is_not_found() => {
+            let api: Api<K> =
+                Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+            if api.get_opt(&object.name_any()).await?.is_some() {
+                return Err(err);
+            }
+            tracing::info!(
+                kind = %K::kind(&()),
+                name = %object.name_any(),
+                "deleted during reconcile"
+            );
+            ctx.reset_failures(&uid);
+            forget(&uid);
+            Ok(Action::await_change())
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// Whether every field of `desired` is present with the same value in
 /// `live` (arrays: same length, element-wise). Fields the server adds
 /// (defaults, status, metadata) do not matter.
@@ -749,7 +789,6 @@ async fn reconcile_engine(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     ctx.metrics.reconciles.with_label_values(&["engine"]).inc();
-    let uid = engine.uid().unwrap_or_default();
     if engine.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -758,26 +797,10 @@ async fn reconcile_engine(
     if ctx.rule_sets.wait_until_ready().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    match reconcile_engine_inner(&engine, &ctx).await {
-        Ok(action) => {
-            ctx.reset_failures(&uid);
-            Ok(action)
-        }
-        Err(err) if err.is_not_found() => {
-            // Deleted while we worked on it (its objects go with it through
-            // their owner references).
-            let api: Api<DetectionEngine> =
-                Api::namespaced(ctx.client.clone(), &engine.namespace().unwrap_or_default());
-            if api.get_opt(&engine.name_any()).await?.is_none() {
-                tracing::info!(name = %engine.name_any(), "engine deleted during reconcile");
-                ctx.reset_failures(&uid);
-                ctx.reset_sync(&uid);
-                return Ok(Action::await_change());
-            }
-            Err(err)
-        }
-        Err(err) => Err(err),
-    }
+    let result = reconcile_engine_inner(&engine, &ctx).await;
+    // An engine's objects go with it through their owner references; its
+    // rollout state goes here.
+    conclude(&ctx, engine.as_ref(), result, |uid| ctx.reset_sync(uid)).await
 }
 
 /// A rule set selected by an engine, resolved and validated.
@@ -1312,31 +1335,14 @@ async fn reconcile_rule_set(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     ctx.metrics.reconciles.with_label_values(&["ruleset"]).inc();
-    let uid = rule_set.uid().unwrap_or_default();
     if rule_set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     if ctx.engines.wait_until_ready().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    match reconcile_rule_set_inner(&rule_set, &ctx).await {
-        Ok(action) => {
-            ctx.reset_failures(&uid);
-            Ok(action)
-        }
-        Err(err) if err.is_not_found() => {
-            let api: Api<SigmaRuleSet> = Api::namespaced(
-                ctx.client.clone(),
-                &rule_set.namespace().unwrap_or_default(),
-            );
-            if api.get_opt(&rule_set.name_any()).await?.is_none() {
-                ctx.reset_failures(&uid);
-                return Ok(Action::await_change());
-            }
-            Err(err)
-        }
-        Err(err) => Err(err),
-    }
+    let result = reconcile_rule_set_inner(&rule_set, &ctx).await;
+    conclude(&ctx, rule_set.as_ref(), result, |_| {}).await
 }
 
 async fn reconcile_rule_set_inner(rule_set: &SigmaRuleSet, ctx: &Context) -> Result<Action, Error> {
