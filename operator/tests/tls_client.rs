@@ -7,45 +7,19 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use rsigma_operator::reload::{
     Endpoint, HttpPodClient, PodClient, PodSync, SyncOptions, TlsOptions, sync_pod,
 };
 use support::Daemon;
 
-struct Pki {
-    ca_pem: String,
-    client_identity: String,
-}
+#[path = "../../tests/support/pki.rs"]
+mod pki;
+use pki::Pki;
 
-/// A CA, a server certificate for `rsigma.example` in `dir` (cert.pem,
-/// key.pem, ca.pem) and a client identity signed by the CA.
+/// Certificates in `dir` for a server named `rsigma.example` (pods are
+/// reached by IP, which it does not name) and an operator client identity.
 fn make_pki(dir: &Path) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["rsigma.example".to_owned()]).unwrap();
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &ca).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut client_params = CertificateParams::new(vec!["rsigma-operator".to_owned()]).unwrap();
-    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = client_params.signed_by(&client_key, &ca).unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        client_identity: format!("{}{}", client.pem(), client_key.serialize_pem()),
-    }
+    pki::make_pki(dir, "rsigma.example", "rsigma-operator")
 }
 
 fn endpoint(d: &Daemon) -> Endpoint {

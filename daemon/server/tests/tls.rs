@@ -5,46 +5,16 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use rsigma_daemon::tls::{MinVersion, TlsConfig};
 use rsigma_daemon::{DaemonConfig, InputSpec};
 
-struct Pki {
-    ca_pem: String,
-    client_identity: String,
-}
+#[path = "../../../tests/support/pki.rs"]
+mod pki;
+use pki::Pki;
 
-/// Writes a CA, a server certificate for 127.0.0.1 (to `cert.pem`/`key.pem`)
-/// and returns the CA and a client identity signed by it.
+/// Certificates in `dir` for a server on 127.0.0.1 and a client.
 fn make_pki(dir: &Path) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    write_server_cert(dir, &ca);
-    let client_key = KeyPair::generate().unwrap();
-    let mut client_params = CertificateParams::new(vec!["client".to_owned()]).unwrap();
-    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = client_params.signed_by(&client_key, &ca).unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        client_identity: format!("{}{}", client.pem(), client_key.serialize_pem()),
-    }
-}
-
-fn write_server_cert(dir: &Path, ca: &CertifiedIssuer<'_, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, ca).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    pki::make_pki(dir, "127.0.0.1", "client")
 }
 
 fn free_addr() -> SocketAddr {
@@ -96,7 +66,6 @@ async fn peer_certificate(client: &reqwest::Client, base: &str) -> Vec<u8> {
 async fn mutual_tls_serves_verified_clients_and_rotates_on_reload() {
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path());
-    std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
     let addr = free_addr();
     let mut config = DaemonConfig::new(sample_rules());
     config.api_addr = addr;
@@ -175,14 +144,8 @@ async fn mutual_tls_serves_verified_clients_and_rotates_on_reload() {
     let before = peer_certificate(&trusted, &base).await;
     // The new server certificate comes from a new CA, which a second client trusts.
     let rotated_ca_pem = {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        write_server_cert(dir.path(), &ca);
+        let ca = pki::new_ca();
+        pki::write_server_cert(dir.path(), &ca, "127.0.0.1");
         ca.pem()
     };
     let rotated_client = reqwest::Client::builder()
