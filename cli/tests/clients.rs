@@ -1,5 +1,6 @@
 //! `rsigma engine status` and `rsigma config reload` against a fake daemon.
 
+mod common;
 mod fake_daemon;
 
 use std::time::{Duration, Instant};

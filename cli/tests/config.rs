@@ -1,6 +1,7 @@
 //! The config file: discovery chain, `-c/--config`, and errors, observed through
 //! the address that `rsigma engine status` talks to.
 
+mod common;
 mod fake_daemon;
 
 use std::fs;

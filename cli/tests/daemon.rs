@@ -766,7 +766,7 @@ fn startup_errors_exit_with_the_documented_codes() {
     let missing = dir.path().join("no-such-rules");
     let broken = rules_dir(dir.path(), &["marker_alpha.yml"]);
     install_fixture("broken.yml", &broken.join("broken.yml"));
-    let public = format!("0.0.0.0:{}", daemon_support::free_port());
+    let public = format!("0.0.0.0:{}", common::free_port());
 
     // Exit 2: the rules cannot be read or loaded.
     assert_startup_error(

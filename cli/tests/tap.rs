@@ -9,7 +9,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -34,22 +33,9 @@ const TAP_TIMEOUT: Duration = Duration::from_secs(30);
 /// (and `XDG_CONFIG_HOME`) under `home`, no proxies, no stdin.
 fn rsigma(cwd: &Path, home: &Path) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(cwd)
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join(".config"))
+    common::isolate(&mut cmd, home)
+        .current_dir(cwd)
         .stdin(Stdio::null());
-    for var in [
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
     cmd
 }
 
@@ -60,14 +46,6 @@ fn http(timeout: Duration) -> Client {
         .timeout(timeout)
         .build()
         .expect("the HTTP client builds")
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// Polls `done` every 20 ms until it holds; an error naming `what` after
@@ -118,7 +96,7 @@ impl Daemon {
         }
         let http = http(Duration::from_secs(10));
         for _attempt in 0..5 {
-            let addr = format!("127.0.0.1:{}", free_port());
+            let addr = format!("127.0.0.1:{}", common::free_port());
             let log = fs::File::create(dir.path().join("daemon.log")).unwrap();
             let mut cmd = rsigma(&dir.path().join("cwd"), &dir.path().join("home"));
             cmd.args(["engine", "daemon", "-r"])

@@ -1,5 +1,6 @@
 //! `rsigma engine tap` against a fake daemon streaming NDJSON.
 
+mod common;
 mod fake_daemon;
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,8 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -34,6 +35,38 @@ pub fn sample_events() -> PathBuf {
 /// `@<path>` for `-e`.
 pub fn at(path: &std::path::Path) -> String {
     format!("@{}", path.display())
+}
+
+/// Keeps an `rsigma` process away from the user's environment: `HOME` and
+/// `XDG_CONFIG_HOME` under `home`, so that no config file of the machine is
+/// discovered, and no proxy variables, so that loopback requests go direct.
+pub fn isolate<'a>(
+    cmd: &'a mut std::process::Command,
+    home: &Path,
+) -> &'a mut std::process::Command {
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"));
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A loopback port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
 }
 
 /// A command running the `rsigma` binary.

@@ -13,13 +13,15 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::common::isolate;
+pub use crate::common::{fixtures, free_port};
 
 /// The longest any single wait may take.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -29,25 +31,9 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_rsigma")
 }
 
-/// `tests/fixtures` at the workspace root.
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("tests")
-        .join("fixtures")
-}
-
 /// `tests/fixtures/daemon/<name>`.
 pub fn daemon_fixture(name: &str) -> PathBuf {
     fixtures().join("daemon").join(name)
-}
-
-/// A loopback port that was free a moment ago (bound to port 0, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
 }
 
 /// Replaces `dest` atomically with `content`: written next to its directory,
@@ -304,8 +290,6 @@ impl DaemonCommand {
         }
         command
             .current_dir(&self.dir)
-            .env("HOME", &self.dir)
-            .env("XDG_CONFIG_HOME", self.dir.join(".config"))
             .env("RUST_LOG", "info")
             .stdin(if self.stdin {
                 Stdio::piped()
@@ -314,15 +298,7 @@ impl DaemonCommand {
             })
             .stdout(fs::File::create(&stdout_path).expect("creating the stdout file"))
             .stderr(fs::File::create(&stderr_path).expect("creating the stderr file"));
-        for var in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-        ] {
-            command.env_remove(var);
-        }
+        isolate(&mut command, &self.dir);
         let child = command.spawn().expect("starting rsigma engine daemon");
         Daemon {
             child,
@@ -713,20 +689,10 @@ pub fn rsigma_in(dir: &Path, args: &[&str]) -> Finished {
     command
         .args(args)
         .current_dir(dir)
-        .env("HOME", dir)
-        .env("XDG_CONFIG_HOME", dir.join(".config"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ] {
-        command.env_remove(var);
-    }
+    isolate(&mut command, dir);
     let child = command.spawn().expect("starting rsigma");
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

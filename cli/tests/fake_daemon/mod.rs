@@ -331,23 +331,9 @@ pub fn status_json(last_reload: &str) -> String {
 /// The `rsigma` binary, run in `cwd` with `HOME` and `XDG_CONFIG_HOME` pointing
 /// at `home` (so no user config file is found) and without proxy variables.
 pub fn isolated(cwd: &Path, home: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("rsigma").expect("the rsigma binary is built");
-    cmd.current_dir(cwd)
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join(".config"));
-    for var in [
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rsigma"));
+    crate::common::isolate(&mut cmd, home).current_dir(cwd);
+    Command::from_std(cmd)
 }
 
 /// Temporary working and home directories for [`isolated`].
