@@ -104,6 +104,7 @@ fn check(
     };
     let options = CompileOptions {
         placeholders: pipelines.placeholders(),
+        ..CompileOptions::default()
     };
     let (engine, compile_errors) = Engine::compile_with(&rule_set, &options);
     errors.extend(compile_errors.iter().map(|e| from_rule_error(e, &origins)));

@@ -61,6 +61,7 @@ pub fn load_and_compile(
     let load_failed = errors.len();
     let options = CompileOptions {
         placeholders: pipelines.placeholders(),
+        ..CompileOptions::default()
     };
     let (engine, mut compile_errors) = Engine::compile_with(&rule_set, &options);
     let correlations = if rule_set.correlations.is_empty() {

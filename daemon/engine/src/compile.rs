@@ -16,6 +16,7 @@ use crate::matcher::{
     needs_lowercasing,
 };
 use crate::pattern::SigmaString;
+use crate::placeholder;
 use crate::rule::{DetectionItem, DetectionSection, FilterRule, Modifier, SigmaRule, SigmaValue};
 
 /// Items with at least this many case-insensitive `contains` values are
@@ -74,6 +75,8 @@ pub(crate) enum ItemTest {
         fields: Vec<FieldPath>,
         position: crate::matcher::Position,
         case_sensitive: bool,
+        /// `neq`: the field's value must differ from the other field's.
+        negate: bool,
     },
 }
 
@@ -227,10 +230,19 @@ impl CompiledItem {
                 fields,
                 position,
                 case_sensitive,
+                negate,
             } => {
                 let mut first = None;
                 for other in fields {
                     let hit = fieldref_match(field, other, event, *position, *case_sensitive);
+                    let hit = if *negate {
+                        match hit {
+                            Some(_) => None,
+                            None => first_scalar(field, event),
+                        }
+                    } else {
+                        hit
+                    };
                     match (hit, all) {
                         (Some(v), false) => return Some(v),
                         (Some(v), true) => {
@@ -247,7 +259,13 @@ impl CompiledItem {
 
     /// Keyword search: any scalar anywhere in the event.
     fn keyword_match<'e>(&self, event: &'e Value, buffers: &mut MatchBuffers) -> Option<&'e Value> {
-        let ItemTest::Values { all, matchers, .. } = &self.test else {
+        let ItemTest::Values {
+            all,
+            matchers,
+            grouped,
+            ..
+        } = &self.test
+        else {
             return None;
         };
         let test = |matcher: &ValueMatcher, buffers: &mut MatchBuffers| {
@@ -268,11 +286,38 @@ impl CompiledItem {
             for matcher in matchers {
                 first.get_or_insert(test(matcher, buffers)?);
             }
-            first
-        } else {
-            matchers.iter().find_map(|m| test(m, buffers))
+            return first;
         }
+        // The grouped `contains` literals (four or more keywords) first: one
+        // automaton pass per value.
+        let mut found = None;
+        if let Some(set) = grouped {
+            let _ = for_each_leaf(event, &mut |value| {
+                let (text, lower) = render(value, buffers, true);
+                if text.is_some() && set.automaton.is_match(lower) {
+                    found = Some(value);
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+        }
+        found.or_else(|| matchers.iter().find_map(|m| test(m, buffers)))
     }
+}
+
+/// The first scalar value of a field (what a negated `fieldref` reports).
+fn first_scalar<'e>(field: &FieldPath, event: &'e Value) -> Option<&'e Value> {
+    let mut found = None;
+    let _ = field.for_each_value(event, &mut |value| {
+        if matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+            found = Some(value);
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    found
 }
 
 /// Renders a value as text (numbers and booleans included) and, when wanted,
@@ -371,19 +416,38 @@ fn fieldref_match<'e>(
 /// Placeholder values for the `expand` modifier (`%name%` to its values).
 pub type Placeholders = std::collections::HashMap<String, Vec<String>>;
 
+/// What a rule refers to that nothing defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UndefinedPlaceholders {
+    /// Reject the rule, naming the placeholder (the specification's rule).
+    #[default]
+    Reject,
+    /// Load the rule; each undefined placeholder matches nothing.
+    MatchNothing,
+}
+
+/// How `expand` values are filled.
+#[derive(Debug, Clone, Copy)]
+pub struct Expansion<'a> {
+    /// The placeholders' values.
+    pub values: &'a Placeholders,
+    /// What an undefined placeholder does.
+    pub undefined: UndefinedPlaceholders,
+}
+
 /// Compiles one detection rule, with the filters that apply to it.
 pub fn compile_rule(
     index: usize,
     rule: &SigmaRule,
     filters: &[&FilterRule],
-    placeholders: &Placeholders,
+    expansion: &Expansion<'_>,
 ) -> Result<CompiledRule, String> {
-    let mut identifiers = compile_identifiers(&rule.detection, placeholders)?;
+    let mut identifiers = compile_identifiers(&rule.detection, expansion)?;
     let own_identifiers = identifiers.len();
     let mut condition = compile_conditions(&rule.detection, &identifiers, 0)?;
     for filter in filters {
         let offset = identifiers.len();
-        let mut filter_identifiers = compile_identifiers(&filter.detection, placeholders)
+        let mut filter_identifiers = compile_identifiers(&filter.detection, expansion)
             .map_err(|err| format!("filter '{}': {err}", filter.meta.title))?;
         let filter_condition = compile_conditions(&filter.detection, &filter_identifiers, offset)
             .map_err(|err| format!("filter '{}': {err}", filter.meta.title))?;
@@ -410,7 +474,7 @@ pub fn compile_rule(
 
 fn compile_identifiers(
     section: &DetectionSection,
-    placeholders: &Placeholders,
+    expansion: &Expansion<'_>,
 ) -> Result<Vec<CompiledIdentifier>, String> {
     section
         .identifiers
@@ -422,7 +486,7 @@ fn compile_identifiers(
                 .map(|items| {
                     items
                         .iter()
-                        .map(|item| compile_item(item, placeholders))
+                        .map(|item| compile_item(item, expansion))
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -610,7 +674,7 @@ fn classify(modifiers: &[Modifier]) -> Result<ModifierSet, String> {
     Ok(set)
 }
 
-fn compile_item(item: &DetectionItem, placeholders: &Placeholders) -> Result<CompiledItem, String> {
+fn compile_item(item: &DetectionItem, expansion: &Expansion<'_>) -> Result<CompiledItem, String> {
     let field = item.field.as_deref().map(FieldPath::new);
     let field_label = item.field.as_deref().unwrap_or("<keywords>");
     let context = |err: String| format!("field '{field_label}': {err}");
@@ -648,6 +712,7 @@ fn compile_item(item: &DetectionItem, placeholders: &Placeholders) -> Result<Com
                 fields,
                 position: position_of(set.position),
                 case_sensitive: set.cased,
+                negate: set.neq,
             },
         });
     }
@@ -663,7 +728,7 @@ fn compile_item(item: &DetectionItem, placeholders: &Placeholders) -> Result<Com
             return Err(context("null cannot be combined with modifiers".into()));
         }
         let mut compiled =
-            compile_value(value, &set, field.is_none(), placeholders).map_err(context)?;
+            compile_value(value, &set, field.is_none(), expansion).map_err(context)?;
         if set.all && compiled.len() > 1 {
             // Under `all`, the alternatives one value expands to (windash,
             // base64offset) stay an OR of their own.
@@ -749,7 +814,7 @@ fn compile_value(
     value: &SigmaValue,
     set: &ModifierSet,
     keyword: bool,
-    placeholders: &Placeholders,
+    expansion: &Expansion<'_>,
 ) -> Result<Vec<ValueMatcher>, String> {
     if let Some(part) = set.time_part {
         let n = number_of(value).ok_or("time modifiers take a number")?;
@@ -792,7 +857,7 @@ fn compile_value(
     }
     let text = value_text(value).ok_or("value cannot be matched as text")?;
     let texts = if set.expand {
-        expand_placeholders(&text, placeholders)
+        expand_placeholders(&text, expansion)?
     } else {
         vec![text]
     };
@@ -837,30 +902,19 @@ fn compile_value(
         .collect()
 }
 
-/// Replaces every `%name%` placeholder with each of its values; a value with
-/// an undefined placeholder expands to nothing.
-fn expand_placeholders(text: &str, placeholders: &Placeholders) -> Vec<String> {
-    let mut results = vec![String::new()];
-    let mut rest = text;
-    while let Some(start) = rest.find('%') {
-        let Some(len) = rest[start + 1..].find('%') else {
-            break;
-        };
-        let name = &rest[start + 1..start + 1 + len];
-        // An undefined placeholder is an environment-specific list nobody
-        // filled in (SigmaHQ uses them for allow-lists): it matches nothing.
-        let Some(values) = placeholders.get(name) else {
-            return Vec::new();
-        };
-        let prefix = &rest[..start];
-        results = results
-            .iter()
-            .flat_map(|r| values.iter().map(move |v| format!("{r}{prefix}{v}")))
-            .collect();
-        rest = &rest[start + len + 2..];
-    }
-    for r in &mut results {
-        r.push_str(rest);
-    }
-    results
+/// Replaces every `%name%` placeholder with each of its values.
+fn expand_placeholders(text: &str, expansion: &Expansion<'_>) -> Result<Vec<String>, String> {
+    let pieces = placeholder::pieces(text);
+    let filled = placeholder::substitute(&pieces, |name| match expansion.values.get(name) {
+        Some(values) => Ok(Some(values.clone())),
+        // An environment-specific list nobody filled in (SigmaHQ uses them
+        // for allow-lists): the opt-out keeps the rule, matching nothing.
+        None if expansion.undefined == UndefinedPlaceholders::MatchNothing => Ok(Some(Vec::new())),
+        None => Err(format!(
+            "placeholder '%{name}%' is not defined: give it values in a pipeline's `vars` \
+             (or replace it with a `value_placeholders`/`wildcard_placeholders` transformation), \
+             or load with --allow-undefined-placeholders to keep such rules inert"
+        )),
+    })?;
+    Ok(filled.iter().map(|t| placeholder::unescape(t)).collect())
 }

@@ -1,16 +1,21 @@
 //! The engine: a compiled rule set evaluated against events.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::compile::{
-    CompiledItem, CompiledRule, MatchBuffers, Placeholders, RuleInfo, compile_rule,
+    CompiledItem, CompiledRule, Expansion, MatchBuffers, Placeholders, RuleInfo,
+    UndefinedPlaceholders, compile_rule,
 };
 use crate::error::RuleError;
-use crate::index::{CandidateSet, IndexScratch, RuleIndex};
+use crate::index::{CandidateSet, IndexScratch, PrefilterOptions};
 use crate::parser::RuleSet;
+use crate::routes::{MAX_ROUTES, Route, RouteSource, Routes};
+use crate::routing::{RouteKey, Router, Routing, RuleRoute, Vocabulary};
 use crate::rule::{FilterRule, SigmaRule};
 
 /// A rule that matched an event.
@@ -62,20 +67,47 @@ pub struct MatchedField {
 }
 
 /// Reusable per-thread buffers: evaluation with a warm scratch does not
-/// allocate unless a rule matches.
+/// allocate unless a rule matches or a route is met for the first time.
 #[derive(Debug, Default)]
 pub struct Scratch {
     candidates: CandidateSet,
     index: IndexScratch,
     buffers: MatchBuffers,
+    /// The routes this thread used, so that the hot path takes no lock.
+    routes: FxHashMap<RouteKey, Arc<Route>>,
+    /// The engine `routes` belong to.
+    engine: u64,
+    key: RouteKey,
+    lowercase: String,
 }
 
-/// A compiled rule set, built once and evaluated many times. It is immutable
-/// and `Sync`: share it between threads and give each thread a [`Scratch`].
+/// What routing did with one event (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteStats<'a> {
+    /// The event's logsource as routing saw it, e.g.
+    /// `product=windows,service=sysmon,category=process_creation`;
+    /// `unknown` when nothing was known, `unrouted` with routing off,
+    /// `overflow` past the route limit.
+    pub logsource: &'a str,
+    /// Rules skipped because their logsource cannot apply.
+    pub skipped_rules: usize,
+}
+
+/// A compiled rule set, built once and evaluated many times. It is `Sync`:
+/// share it between threads and give each thread a [`Scratch`].
+///
+/// Prefilter indexes are built per logsource route on first use (see
+/// `routes.rs`), so compiling builds no index at all.
 #[derive(Debug, Default)]
 pub struct Engine {
     rules: Vec<CompiledRule>,
-    index: RuleIndex,
+    rule_routes: Vec<RuleRoute>,
+    vocabulary: Vocabulary,
+    router: Option<Router>,
+    prefilter: PrefilterOptions,
+    routes: Routes,
+    /// Tells scratches of different engines apart.
+    id: u64,
 }
 
 /// Options for compiling a rule set.
@@ -83,7 +115,15 @@ pub struct Engine {
 pub struct CompileOptions {
     /// Values for `%name%` placeholders of the `expand` modifier.
     pub placeholders: Placeholders,
+    /// What to do with a placeholder no pipeline defines.
+    pub undefined_placeholders: UndefinedPlaceholders,
+    /// Logsource routing (on by default).
+    pub routing: Routing,
+    /// The prefilter's strategy.
+    pub prefilter: PrefilterOptions,
 }
+
+static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Engine {
     /// Compiles every detection rule of `rule_set` (with the filters that
@@ -95,11 +135,19 @@ impl Engine {
     /// [`Engine::compile`] with options.
     pub fn compile_with(rule_set: &RuleSet, options: &CompileOptions) -> (Engine, Vec<RuleError>) {
         let mut rules = Vec::with_capacity(rule_set.rules.len());
+        let mut logsources = Vec::with_capacity(rule_set.rules.len());
         let mut errors = Vec::new();
         for rule in &rule_set.rules {
             let filters = filters_for(rule, &rule_set.filters);
-            match compile_rule(rules.len(), rule, &filters, &options.placeholders) {
-                Ok(compiled) => rules.push(compiled),
+            let expansion = Expansion {
+                values: &options.placeholders,
+                undefined: options.undefined_placeholders,
+            };
+            match compile_rule(rules.len(), rule, &filters, &expansion) {
+                Ok(compiled) => {
+                    rules.push(compiled);
+                    logsources.push(&rule.meta.logsource);
+                }
                 Err(reason) => errors.push(RuleError::new(
                     &rule.meta.origin.file,
                     rule.meta.label(),
@@ -107,8 +155,25 @@ impl Engine {
                 )),
             }
         }
-        let index = RuleIndex::build(&rules);
-        (Engine { rules, index }, errors)
+        let vocabulary = Vocabulary::new(logsources.iter().copied(), &options.routing);
+        let rule_routes = logsources
+            .iter()
+            .map(|logsource| vocabulary.rule_route(logsource))
+            .collect();
+        let router = options
+            .routing
+            .enabled
+            .then(|| Router::new(&options.routing, &vocabulary));
+        let engine = Engine {
+            rules,
+            rule_routes,
+            vocabulary,
+            router,
+            prefilter: options.prefilter,
+            routes: Routes::default(),
+            id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
+        };
+        (engine, errors)
     }
 
     /// Number of compiled detection rules.
@@ -116,9 +181,20 @@ impl Engine {
         self.rules.len()
     }
 
-    /// Number of rules the prefilter cannot narrow, evaluated for every event.
+    /// Number of rules the prefilter cannot narrow, evaluated for every
+    /// event (of the index over every rule, which this builds).
     pub fn unindexed_rule_count(&self) -> usize {
-        self.index.always_count()
+        self.route(None).index.always_count()
+    }
+
+    /// Number of route indexes built so far.
+    pub fn routes_built(&self) -> usize {
+        self.routes.built()
+    }
+
+    /// Bytes held by the automata and filters of the indexes built so far.
+    pub fn index_memory_usage(&self) -> usize {
+        self.routes.memory_usage()
     }
 
     /// The compiled rules' output-facing facts, in evaluation order.
@@ -126,7 +202,7 @@ impl Engine {
         self.rules.iter().map(CompiledRule::info)
     }
 
-    /// A scratch sized for this engine.
+    /// A scratch for this engine.
     pub fn new_scratch(&self) -> Scratch {
         Scratch::default()
     }
@@ -139,43 +215,122 @@ impl Engine {
     }
 
     /// Evaluates an event, appending a [`Detection`] per matching rule (in
-    /// rule order) to `out`. Only the rules the prefilter selects are
-    /// evaluated in full.
-    pub fn evaluate_into(&self, event: &Value, scratch: &mut Scratch, out: &mut Vec<Detection>) {
+    /// rule order) to `out`. Only the rules the event's logsource admits and
+    /// the prefilter selects are evaluated in full.
+    pub fn evaluate_into<'s>(
+        &self,
+        event: &Value,
+        scratch: &'s mut Scratch,
+        out: &mut Vec<Detection>,
+    ) -> RouteStats<'s> {
         let Scratch {
             candidates,
             index,
             buffers,
+            routes,
+            engine,
+            key,
+            lowercase,
         } = scratch;
-        self.index
-            .candidates(event, self.rules.len(), candidates, index);
-        for rule_index in candidates.iter() {
+        if *engine != self.id || routes.len() > 2 * MAX_ROUTES {
+            routes.clear();
+            *engine = self.id;
+        }
+        let route = self.route_in(event, routes, key, lowercase);
+        route
+            .index
+            .candidates(event, route.rule_count(self.rules.len()), candidates, index);
+        let mut skipped_rules = route.skipped_rules;
+        for local in candidates.iter() {
+            let rule_index = route.rule(local);
+            if route.check_each && !self.rule_routes[rule_index].admits(key) {
+                skipped_rules += 1;
+                continue;
+            }
             let rule = &self.rules[rule_index];
             if rule.matches(event, buffers) {
                 out.push(explain(rule, event, buffers));
             }
         }
+        RouteStats {
+            logsource: &route.label,
+            skipped_rules,
+        }
     }
 
-    /// The rules (by index) the prefilter selects for an event, for tuning
-    /// and benchmarks; evaluation does this itself.
+    /// The route of `event`, from this thread's routes or else the engine's
+    /// (built on first use); leaves the event's route key in `key`.
+    fn route_in<'c>(
+        &self,
+        event: &Value,
+        routes: &'c mut FxHashMap<RouteKey, Arc<Route>>,
+        key: &mut RouteKey,
+        lowercase: &mut String,
+    ) -> &'c Route {
+        match &self.router {
+            Some(router) => router.route_key(event, &self.vocabulary, key, lowercase),
+            None => key.clear(),
+        }
+        if !routes.contains_key(key.as_slice()) {
+            let shared = self.route(Some(key.as_slice()));
+            routes.insert(key.clone(), shared);
+        }
+        &routes[key.as_slice()]
+    }
+
+    /// The engine's route for a key; `None`, an empty key (routing off) or a
+    /// key that knows nothing mean every rule.
+    fn route(&self, key: Option<&[u16]>) -> Arc<Route> {
+        let key = key.filter(|k| !k.is_empty() && !Vocabulary::knows_nothing(k));
+        let source = RouteSource {
+            rules: &self.rules,
+            rule_routes: &self.rule_routes,
+            vocabulary: &self.vocabulary,
+            prefilter: &self.prefilter,
+            routing: self.router.is_some(),
+        };
+        self.routes.get(key, &source)
+    }
+
+    /// The rules (by index) the prefilter selects for an event, after
+    /// routing, for tuning and benchmarks; evaluation does this itself.
     pub fn candidate_rules(&self, event: &Value, scratch: &mut Scratch) -> Vec<usize> {
-        self.index.candidates(
-            event,
-            self.rules.len(),
-            &mut scratch.candidates,
-            &mut scratch.index,
-        );
-        scratch.candidates.iter().collect()
+        let Scratch {
+            candidates,
+            index,
+            routes,
+            engine,
+            key,
+            lowercase,
+            ..
+        } = scratch;
+        if *engine != self.id {
+            routes.clear();
+            *engine = self.id;
+        }
+        let route = self.route_in(event, routes, key, lowercase);
+        route
+            .index
+            .candidates(event, route.rule_count(self.rules.len()), candidates, index);
+        candidates
+            .iter()
+            .map(|local| route.rule(local))
+            .filter(|&rule| !route.check_each || self.rule_routes[rule].admits(key))
+            .collect()
     }
 
-    /// The reference path: evaluates every rule in full, without the
-    /// prefilter. Slow; it exists to check the indexed path against.
+    /// The reference path: evaluates every rule the event's logsource admits
+    /// in full, without the prefilter. Slow; it exists to check the indexed
+    /// path against.
     pub fn evaluate_unindexed(&self, event: &Value) -> Vec<Detection> {
+        let mut key = RouteKey::new();
+        if let Some(router) = &self.router {
+            router.route_key(event, &self.vocabulary, &mut key, &mut String::new());
+        }
         let mut buffers = MatchBuffers::default();
         let mut out = Vec::new();
-        for rule in &self.rules {
-            if rule.matches(event, &mut buffers) {
+        for (rule, route) in self.rules.iter().zip(&self.rule_routes) {
+            if route.admits(&key) && rule.matches(event, &mut buffers) {
                 out.push(explain(rule, event, &mut buffers));
             }
         }

@@ -36,13 +36,20 @@ pub mod matcher;
 pub mod parser;
 pub mod pattern;
 pub mod pipeline;
+pub mod placeholder;
+mod routes;
+pub mod routing;
 pub mod rule;
 pub mod state;
 pub mod timestamp;
 
-pub use compile::{Placeholders, RuleInfo};
+pub use compile::{Placeholders, RuleInfo, UndefinedPlaceholders};
 pub use correlation::{CorrelationEngine, CorrelationMatch, CorrelationOptions};
 pub use error::RuleError;
-pub use eval::{CompileOptions, Detection, DetectionRecord, Engine, MatchedField, Scratch};
+pub use eval::{
+    CompileOptions, Detection, DetectionRecord, Engine, MatchedField, RouteStats, Scratch,
+};
+pub use index::PrefilterOptions;
 pub use parser::{LoadedRules, RuleSet, RulesDigest, load_rules, parse_rules};
 pub use pipeline::{Pipeline, PipelineError, PipelineSet};
+pub use routing::Routing;

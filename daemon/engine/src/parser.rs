@@ -338,6 +338,7 @@ fn parse_meta(map: &Mapping, origin: Origin) -> Result<RuleMeta, String> {
             category: optional_string(ls, "category")?,
             product: optional_string(ls, "product")?,
             service: optional_string(ls, "service")?,
+            custom: custom_logsource_keys(ls),
         },
         Some(_) => return Err("'logsource' must be a mapping".into()),
     };
@@ -357,6 +358,17 @@ fn parse_meta(map: &Mapping, origin: Origin) -> Result<RuleMeta, String> {
         logsource,
         origin,
     })
+}
+
+/// The keys of a `logsource` section beyond the three standard ones and the
+/// free-text `definition`, with scalar values.
+fn custom_logsource_keys(section: &Mapping) -> Vec<(String, String)> {
+    section
+        .iter()
+        .filter_map(|(key, value)| Some((key.as_str()?, scalar_text(value)?)))
+        .filter(|(key, _)| !matches!(*key, "category" | "product" | "service" | "definition"))
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect()
 }
 
 /// A scalar rendered as text; `None` for null, mappings and sequences.

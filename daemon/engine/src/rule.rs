@@ -24,6 +24,9 @@ pub struct LogSource {
     pub product: Option<String>,
     /// `logsource.service`, e.g. `security`.
     pub service: Option<String>,
+    /// Other keys of the section (not `definition`), e.g. a site-specific
+    /// `tenant: emea`, as `(key, value)` in the order written.
+    pub custom: Vec<(String, String)>,
 }
 
 /// Metadata shared by every kind of rule document.

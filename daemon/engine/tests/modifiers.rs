@@ -462,8 +462,9 @@ fn expand_placeholders() {
     options
         .placeholders
         .insert("admins".into(), vec!["alice".into(), "bob".into()]);
+    // `\\` is an escaped backslash: a domain prefix, then the placeholder.
     let e = engine_with(
-        "  sel:\n    User|expand: 'CORP\\%admins%'\n  condition: sel\n",
+        "  sel:\n    User|expand: 'CORP\\\\%admins%'\n  condition: sel\n",
         &options,
     );
     check(
@@ -474,15 +475,88 @@ fn expand_placeholders() {
             (json!({"User": "CORP\\eve"}), false),
         ],
     );
-    // An undefined placeholder matches nothing.
-    let e = engine(
-        "  sel:\n    User|expand: '%admins%'\n  filter:\n    User: x\n  condition: sel or filter\n",
+    // `\%` is a literal `%` (the specification's `\%plain%name%`).
+    let e = engine_with(
+        "  sel:\n    User|expand: '\\%plain%admins%'\n  condition: sel\n",
+        &options,
     );
+    check(
+        &e,
+        &[
+            (json!({"User": "%plainalice"}), true),
+            (json!({"User": "%plain%admins%"}), false),
+            (json!({"User": "alice"}), false),
+        ],
+    );
+}
+
+#[test]
+fn undefined_placeholders_reject_the_rule_unless_allowed() {
+    let detection =
+        "  sel:\n    User|expand: '%admins%'\n  filter:\n    User: x\n  condition: sel or filter\n";
+    let error = compile_error(detection);
+    assert!(error.contains("bad.yml"), "{error}");
+    assert!(error.contains("Bad rule"), "{error}");
+    assert!(
+        error.contains("placeholder '%admins%' is not defined"),
+        "{error}"
+    );
+    assert!(error.contains("--allow-undefined-placeholders"), "{error}");
+    // Opted out, the rule loads and the placeholder matches nothing.
+    let options = CompileOptions {
+        undefined_placeholders: rsigma_engine::UndefinedPlaceholders::MatchNothing,
+        ..CompileOptions::default()
+    };
+    let e = engine_with(detection, &options);
     check(
         &e,
         &[
             (json!({"User": "%admins%"}), false),
             (json!({"User": "x"}), true),
+        ],
+    );
+}
+
+#[test]
+fn keyword_lists_of_every_size_match() {
+    let words = [
+        "mimikatz",
+        "sekurlsa::",
+        "kerberos::",
+        "lsadump::",
+        "privilege::debug",
+        "crypto::",
+    ];
+    for size in 1..=words.len() {
+        let list: String = words[..size]
+            .iter()
+            .map(|w| format!("    - '{w}'\n"))
+            .collect();
+        let e = engine(&format!("  keywords:\n{list}  condition: keywords\n"));
+        for (i, word) in words.iter().enumerate() {
+            let event = json!({"CommandLine": format!("x.exe {}", word.to_uppercase()), "n": 1});
+            assert_eq!(hits(&e, &event), i < size, "list of {size}, word {word}");
+        }
+        assert!(!hits(&e, &json!({"CommandLine": "notepad.exe"})));
+        // Nested values are searched too.
+        let nested = json!({"a": {"b": [format!("run {}", words[size - 1])]}});
+        assert!(hits(&e, &nested), "list of {size}: nested");
+    }
+    // A filter of four or more keywords excludes what it names.
+    let e = engine(
+        "  sel:\n    Image|endswith: '\\cmd.exe'\n  filter:\n    - 'alpha'\n    - 'beta'\n    - 'gamma'\n    - 'delta'\n  condition: sel and not filter\n",
+    );
+    check(
+        &e,
+        &[
+            (
+                json!({"Image": "C:\\cmd.exe", "CommandLine": "cmd /c echo"}),
+                true,
+            ),
+            (
+                json!({"Image": "C:\\cmd.exe", "CommandLine": "cmd /c GAMMA"}),
+                false,
+            ),
         ],
     );
 }
@@ -507,6 +581,17 @@ fn fieldref() {
                 true,
             ),
             (json!({"CommandLine": "b.exe", "Image": "C:\\a.exe"}), false),
+        ],
+    );
+    // `neq`: the field must differ from the other field.
+    let e = engine("  sel:\n    SourceUser|fieldref|neq: TargetUser\n  condition: sel\n");
+    check(
+        &e,
+        &[
+            (json!({"SourceUser": "alice", "TargetUser": "bob"}), true),
+            (json!({"SourceUser": "Alice", "TargetUser": "alice"}), false),
+            (json!({"SourceUser": "alice"}), true),
+            (json!({"TargetUser": "bob"}), false),
         ],
     );
 }

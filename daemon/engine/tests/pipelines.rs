@@ -64,6 +64,7 @@ fn engine_with(pipelines: &PipelineSet, rule_set: &RuleSet) -> Engine {
     assert!(errors.is_empty(), "{errors:?}");
     let options = CompileOptions {
         placeholders: pipelines.placeholders(),
+        ..CompileOptions::default()
     };
     let (engine, errors) = Engine::compile_with(&transformed, &options);
     assert!(errors.is_empty(), "{errors:?}");

@@ -113,6 +113,7 @@ pub fn load(
     reasons.extend(pipeline_errors.iter().map(ToString::to_string));
     let options = CompileOptions {
         placeholders: pipelines.placeholders(),
+        ..CompileOptions::default()
     };
     let (engine, compile_errors) = Engine::compile_with(&rule_set, &options);
     reasons.extend(compile_errors.iter().map(ToString::to_string));

@@ -691,11 +691,13 @@ mod tests {
             category: Some("process_creation".into()),
             product: Some("windows".into()),
             service: None,
+            custom: Vec::new(),
         };
         let want = |c: Option<&str>, p: Option<&str>, s: Option<&str>| LogSource {
             category: c.map(Into::into),
             product: p.map(Into::into),
             service: s.map(Into::into),
+            custom: Vec::new(),
         };
         assert!(logsource_contains(
             &want(None, Some("windows"), None),

@@ -20,7 +20,10 @@
 //! let pipelines = PipelineSet::load(&["ecs_windows"]).unwrap();
 //! let (rule_set, errors) = pipelines.apply(&rules.rule_set);
 //! assert!(errors.is_empty());
-//! let options = CompileOptions { placeholders: pipelines.placeholders() };
+//! let options = CompileOptions {
+//!     placeholders: pipelines.placeholders(),
+//!     ..CompileOptions::default()
+//! };
 //! let (engine, _) = Engine::compile_with(&rule_set, &options);
 //! let event = serde_json::json!({"process": {"executable": r"C:\Windows\System32\whoami.exe"}});
 //! assert_eq!(engine.evaluate(&event).len(), 1);

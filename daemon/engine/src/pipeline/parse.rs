@@ -538,6 +538,7 @@ impl ConditionKind for RuleCondition {
                 category: p.string("category")?,
                 product: p.string("product")?,
                 service: p.string("service")?,
+                custom: Vec::new(),
             }),
             "contains_detection_item" => RuleCondition::ContainsDetectionItem {
                 field: p.string("field")?,
@@ -840,6 +841,7 @@ fn build_transformation(type_name: &str, p: &mut Params) -> Result<Transformatio
             category: p.string("category")?,
             product: p.string("product")?,
             service: p.string("service")?,
+            custom: Vec::new(),
         }),
         "replace_string" => {
             let regex = p.regex("regex", false)?;

@@ -6,11 +6,11 @@
 //! names, and the pipeline state. The public rule model stays unchanged.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
 
 use regex::Regex;
 
 use crate::condition::{self, Condition, OfTarget, Quantifier};
+use crate::placeholder;
 use crate::rule::{
     CorrelationRule, DetectionItem, DetectionSection, FilterRule, LogSource, Modifier, RuleMeta,
     SearchIdentifier, SigmaRule, SigmaValue,
@@ -1048,9 +1048,6 @@ fn change_case(text: &str, method: CaseMethod) -> String {
     }
 }
 
-static PLACEHOLDER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"%(\w+)%").expect("valid placeholder pattern"));
-
 /// Replaces handled `%name%` placeholders of an `expand` item's values with
 /// each of their replacements (several placeholders multiply). The `expand`
 /// modifier is removed once no placeholder is left.
@@ -1069,45 +1066,36 @@ fn replace_placeholders(
             values.push(value);
             continue;
         };
-        let mut results = vec![String::new()];
-        let mut last = 0;
+        let pieces = placeholder::pieces(text);
         let mut handled = false;
-        for captures in PLACEHOLDER.captures_iter(text) {
-            let whole = captures.get(0).expect("match");
-            let name = &captures[1];
-            let literal = &text[last..whole.start()];
-            last = whole.end();
-            let options = if filter.handles(name) {
+        let filled = placeholder::substitute(&pieces, |name| {
+            if filter.handles(name) {
                 handled = true;
-                replacements(name)?
+                replacements(name).map(Some)
             } else {
-                vec![whole.as_str().to_owned()]
-            };
-            results = results
-                .iter()
-                .flat_map(|r| options.iter().map(move |o| format!("{r}{literal}{o}")))
-                .collect();
-        }
+                Ok(None)
+            }
+        })?;
         if !handled {
             values.push(value);
             continue;
         }
         processed = true;
-        let tail = &text[last..];
-        values.extend(
-            results
-                .into_iter()
-                .map(|r| SigmaValue::String(format!("{r}{tail}"))),
-        );
+        values.extend(filled.into_iter().map(SigmaValue::String));
     }
-    item.values = values;
-    let left = item
-        .values
+    let left = values
         .iter()
-        .any(|v| matches!(v, SigmaValue::String(s) if PLACEHOLDER.is_match(s)));
+        .any(|v| matches!(v, SigmaValue::String(s) if placeholder::has_placeholders(s)));
     if processed && !left {
         item.modifiers.retain(|m| *m != Modifier::Expand);
+        // Without `expand`, a value is a plain Sigma string: resolve `\%`.
+        for value in &mut values {
+            if let SigmaValue::String(text) = value {
+                *text = placeholder::unescape(text);
+            }
+        }
     }
+    item.values = values;
     Ok(processed)
 }
 
@@ -1299,6 +1287,7 @@ mod tests {
             category: Some("process_creation".into()),
             product: Some("windows".into()),
             service: None,
+            custom: Vec::new(),
         };
         assert_eq!(
             substitute_template("$product-${category}/$service $$x $other", &logsource),
