@@ -229,6 +229,42 @@ pub struct DaemonSection {
     /// Correlation behaviour (the `engine eval` correlation flags).
     #[serde(deserialize_with = "null_as_default")]
     pub correlation: CorrelationSection,
+    /// Logsource routing, prefilter strategy and placeholders.
+    #[serde(deserialize_with = "null_as_default")]
+    pub engine: EngineSection,
+}
+
+/// `daemon.engine`: the counterparts of the engine flags.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    /// Logsource routing.
+    #[serde(deserialize_with = "null_as_default")]
+    pub logsource: LogsourceSection,
+    /// Bloom filters in front of the literal scans (`--bloom-prefilter`). Default `false`.
+    pub bloom_prefilter: Option<bool>,
+    /// Their memory budget per index in bytes (`--bloom-max-bytes`). Default `1048576`.
+    pub bloom_max_bytes: Option<u64>,
+    /// One automaton across all fields (`--cross-rule-ac`). Default `false`.
+    pub cross_rule_ac: Option<bool>,
+    /// Load rules with undefined placeholders, inert (`--allow-undefined-placeholders`). Default `false`.
+    pub allow_undefined_placeholders: Option<bool>,
+}
+
+/// `daemon.engine.logsource`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsourceSection {
+    /// Routing on or off (`--no-logsource-routing`). Default `true`.
+    pub routing: Option<bool>,
+    /// Dimension to event field (`--logsource-field-map`). Default none.
+    #[serde(deserialize_with = "null_as_default")]
+    pub field_map: std::collections::BTreeMap<String, String>,
+    /// Dimension to a fixed value (`--event-logsource`). Default none.
+    #[serde(deserialize_with = "null_as_default")]
+    pub event: std::collections::BTreeMap<String, String>,
+    /// Derivation from well-known event shapes. Default `true`.
+    pub derive: Option<bool>,
 }
 
 /// `daemon.api`.

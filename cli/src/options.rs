@@ -1,12 +1,13 @@
-//! Flag groups shared by several subcommands (`engine eval` and, later,
-//! `engine daemon`), each converted into the engine's option types.
+//! Flag groups shared by several subcommands (`engine eval`, `engine daemon`,
+//! `rule validate`), each converted into the engine's option types.
 
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use rsigma_engine::correlation::{CorrelationOptions, EventMode, FireAction, TimestampFallback};
+use rsigma_engine::{CompileOptions, PrefilterOptions, Routing, UndefinedPlaceholders};
 
-use crate::config::CorrelationSection;
+use crate::config::{CorrelationSection, EngineSection};
 
 /// `--action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,4 +122,108 @@ impl CorrelationArgs {
     pub fn no_detections(&self, file: &CorrelationSection) -> bool {
         self.no_detections || file.no_detections.unwrap_or(false)
     }
+}
+
+/// Largest `--bloom-max-bytes`: 1 GiB.
+const BLOOM_MAX_BYTES_LIMIT: u64 = 1 << 30;
+
+/// Logsource routing, prefilter strategy and placeholder handling: how the
+/// rules are compiled and which rules see which event. Unset flags fall back
+/// to the config file (for the daemon), then to the defaults named in the help.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Evaluate every rule on every event, whatever its logsource (routing is on by default).
+    #[arg(long)]
+    pub no_logsource_routing: bool,
+
+    /// Read logsource dimensions from event fields, e.g. `product=os,service=svc,category=cat`. [default: none]
+    #[arg(long, value_name = "DIM=FIELD,...", value_parser = parse_pairs)]
+    pub logsource_field_map: Option<Pairs>,
+
+    /// The logsource of every event of a single-source stream, e.g. `product=windows,service=sysmon`. [default: none]
+    #[arg(long, value_name = "DIM=VALUE,...", value_parser = parse_pairs)]
+    pub event_logsource: Option<Pairs>,
+
+    /// Gate each field's literal scan with a Bloom filter over its literals.
+    #[arg(long)]
+    pub bloom_prefilter: bool,
+
+    /// Memory budget of the Bloom filters of each prefilter index, in bytes (64 to 1073741824). [default: 1048576]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(64..=BLOOM_MAX_BYTES_LIMIT))]
+    pub bloom_max_bytes: Option<u64>,
+
+    /// One Aho-Corasick automaton across every field's literals instead of one per field.
+    #[arg(long)]
+    pub cross_rule_ac: bool,
+
+    /// Load rules whose `expand` placeholders no pipeline defines; such placeholders match nothing.
+    #[arg(long)]
+    pub allow_undefined_placeholders: bool,
+}
+
+/// The default of `--bloom-max-bytes`: 1 MiB.
+pub const BLOOM_MAX_BYTES_DEFAULT: u64 = 1 << 20;
+
+impl EngineArgs {
+    /// The engine options: flags first, then the config file's `daemon`
+    /// engine keys, then the defaults.
+    pub fn options(&self, file: &EngineSection) -> Result<CompileOptions, String> {
+        let routing = &file.logsource;
+        let map = |pairs: &std::collections::BTreeMap<String, String>| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(d, v)| (d.to_ascii_lowercase(), v.clone()))
+                .collect()
+        };
+        let bloom = self.bloom_prefilter || file.bloom_prefilter.unwrap_or(false);
+        let bloom_bytes = self
+            .bloom_max_bytes
+            .or(file.bloom_max_bytes)
+            .unwrap_or(BLOOM_MAX_BYTES_DEFAULT);
+        let allow =
+            self.allow_undefined_placeholders || file.allow_undefined_placeholders.unwrap_or(false);
+        if let Some(bytes) = file.bloom_max_bytes
+            && !(64..=BLOOM_MAX_BYTES_LIMIT).contains(&bytes)
+        {
+            return Err(format!(
+                "daemon.engine.bloom_max_bytes must be between 64 and {BLOOM_MAX_BYTES_LIMIT}, not {bytes}"
+            ));
+        }
+        Ok(CompileOptions {
+            placeholders: Default::default(),
+            undefined_placeholders: if allow {
+                UndefinedPlaceholders::MatchNothing
+            } else {
+                UndefinedPlaceholders::Reject
+            },
+            routing: Routing {
+                enabled: !self.no_logsource_routing && routing.routing.unwrap_or(true),
+                field_map: self
+                    .logsource_field_map
+                    .clone()
+                    .map_or_else(|| map(&routing.field_map), |p| p.0),
+                event_logsource: self
+                    .event_logsource
+                    .clone()
+                    .map_or_else(|| map(&routing.event), |p| p.0),
+                derive: routing.derive.unwrap_or(true),
+            },
+            prefilter: PrefilterOptions {
+                cross_rule_automaton: self.cross_rule_ac || file.cross_rule_ac.unwrap_or(false),
+                bloom_max_bytes: bloom.then_some(bloom_bytes as usize),
+            },
+            reference: false,
+        })
+    }
+}
+
+/// `DIM=VALUE,...` pairs of a logsource flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pairs(pub Vec<(String, String)>);
+
+/// Parses `dim=value,dim=value`.
+fn parse_pairs(text: &str) -> Result<Pairs, String> {
+    Routing::parse_pairs(text)
+        .map(Pairs)
+        .map_err(|err| err.to_string())
 }

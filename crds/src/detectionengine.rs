@@ -8,6 +8,8 @@ use k8s_openapi::{
         apis::meta::v1::{Condition, LabelSelector},
     },
 };
+use std::collections::BTreeMap;
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,9 @@ pub const MANAGED_FLAGS: &[&str] = &[
     "--tls-client-ca",
     "--state-db",
     "--enable-tap",
+    "--no-logsource-routing",
+    "--event-logsource",
+    "--logsource-field-map",
 ];
 
 /// Desired state of a `DetectionEngine`.
@@ -151,6 +156,11 @@ pub struct DetectionEngineSpec {
     #[serde(default)]
     pub state: StateSpec,
 
+    /// Logsource routing of the engine's stream: which rules see which event.
+    /// Absent: routing on, derived from well-known event shapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logsource: Option<LogsourceSpec>,
+
     /// Further daemon flags, appended after those the operator sets (for
     /// example `--workers=4`, `--tls-min-version=1.2`). Flags the operator
     /// manages (rules, pipelines, input, outputs, API address, TLS files,
@@ -159,8 +169,8 @@ pub struct DetectionEngineSpec {
     #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
     #[schemars(extend("x-kubernetes-validations" = [
         {
-            "rule": "self.all(a, !a.matches('^(-r|-c|-p|--rules|--config|--pipeline|--input|--output|--api-addr|--allow-plaintext|--tls-cert|--tls-key|--tls-client-ca|--state-db|--enable-tap)(=.*)?$'))",
-            "message": "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap)"
+            "rule": "self.all(a, !a.matches('^(-r|-c|-p|--rules|--config|--pipeline|--input|--output|--api-addr|--allow-plaintext|--tls-cert|--tls-key|--tls-client-ca|--state-db|--enable-tap|--no-logsource-routing|--event-logsource|--logsource-field-map)(=.*)?$'))",
+            "message": "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap, logsource routing: use spec.logsource)"
         }
     ]))]
     pub extra_args: Vec<String>,
@@ -186,6 +196,7 @@ impl DetectionEngineSpec {
             tap: TapSpec::default(),
             tls: None,
             state: StateSpec::default(),
+            logsource: None,
             extra_args: Vec::new(),
             service_account_name: None,
         }
@@ -222,9 +233,26 @@ impl DetectionEngineSpec {
         }
         if self.extra_args.iter().any(|a| is_managed_flag(a)) {
             out.push(
-                "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap)"
+                "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap, logsource routing: use spec.logsource)"
                     .to_owned(),
             );
+        }
+        if let Some(logsource) = &self.logsource {
+            let valid = |map: &BTreeMap<String, String>| {
+                map.iter().all(|(k, v)| {
+                    !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+                        && !v.is_empty()
+                        && !v.contains(',')
+                })
+            };
+            if !valid(&logsource.event) {
+                out.push("dimensions are names of letters, digits, '_', '.' or '-'; values are non-empty without ','".to_owned());
+            }
+            if !valid(&logsource.field_map) {
+                out.push("dimensions are names of letters, digits, '_', '.' or '-'; fields are non-empty without ','".to_owned());
+            }
         }
         if self.state.persistence != Persistence::Pvc
             && (self.state.storage_class.is_some() || self.state.size.is_some())
@@ -331,6 +359,39 @@ pub struct NatsInputSpec {
     /// the daemon pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeySelector>,
+}
+
+/// Logsource routing (`--event-logsource`, `--logsource-field-map`,
+/// `--no-logsource-routing`; see docs/engine.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsourceSpec {
+    /// Skip rules whose logsource cannot apply to an event (default true).
+    #[serde(default = "default_true")]
+    pub routing: bool,
+    /// The logsource of every event of a single-source stream, e.g.
+    /// `{product: windows, service: sysmon}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.all(k, k.matches('^[A-Za-z0-9_.-]+$') && self[k].size() > 0 && !self[k].contains(','))",
+            "message": "dimensions are names of letters, digits, '_', '.' or '-'; values are non-empty without ','"
+        }
+    ]))]
+    pub event: BTreeMap<String, String>,
+    /// Dimensions read from event fields, e.g. `{product: os}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.all(k, k.matches('^[A-Za-z0-9_.-]+$') && self[k].size() > 0 && !self[k].contains(','))",
+            "message": "dimensions are names of letters, digits, '_', '.' or '-'; fields are non-empty without ','"
+        }
+    ]))]
+    pub field_map: BTreeMap<String, String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The live tap.

@@ -22,8 +22,8 @@ pub mod sigmaruleset;
 
 pub use detectionengine::{
     DetectionEngine, DetectionEngineSpec, DetectionEngineStatus, ImagePullPolicy, InputSpec,
-    InputType, MANAGED_FLAGS, NatsInputSpec, Persistence, PodRulesStatus, StateSpec, TapSpec,
-    TlsSpec, is_managed_flag,
+    InputType, LogsourceSpec, MANAGED_FLAGS, NatsInputSpec, Persistence, PodRulesStatus, StateSpec,
+    TapSpec, TlsSpec, is_managed_flag,
 };
 pub use sigmaruleset::{
     Binding, ConfigMapRuleRef, RuleErrorStatus, SigmaRuleSet, SigmaRuleSetSpec, SigmaRuleSetStatus,

@@ -35,7 +35,8 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 use rsigma_crds::{
-    DetectionEngine, InputType, MANAGED_FLAGS, Persistence, RuleErrorStatus, SigmaRuleSet,
+    DetectionEngine, InputType, LogsourceSpec, MANAGED_FLAGS, Persistence, RuleErrorStatus,
+    SigmaRuleSet,
 };
 use rsigma_engine::{Pipeline, RulesDigest};
 
@@ -517,7 +518,34 @@ pub fn daemon_args(engine: &DetectionEngine, pipeline_args: &[String]) -> Vec<St
         args.push("--state-db".to_owned());
         args.push(format!("{STATE_DIR}/state.db"));
     }
+    if let Some(logsource) = &spec.logsource {
+        args.extend(logsource_args(logsource));
+    }
     args.extend(spec.extra_args.iter().cloned());
+    args
+}
+
+/// The routing flags of a `logsource` section.
+fn logsource_args(logsource: &LogsourceSpec) -> Vec<String> {
+    let pairs = |map: &std::collections::BTreeMap<String, String>| {
+        map.iter()
+            .map(|(d, v)| format!("{d}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut args = Vec::new();
+    if !logsource.routing {
+        args.push("--no-logsource-routing".to_owned());
+    }
+    if !logsource.event.is_empty() {
+        args.push(format!("--event-logsource={}", pairs(&logsource.event)));
+    }
+    if !logsource.field_map.is_empty() {
+        args.push(format!(
+            "--logsource-field-map={}",
+            pairs(&logsource.field_map)
+        ));
+    }
     args
 }
 

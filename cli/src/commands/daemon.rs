@@ -19,7 +19,7 @@ use rsigma_daemon::{DaemonConfig, StateConfig};
 
 use crate::config::{ConfigArgs, DaemonSection, TlsVersion};
 use crate::exit::{CliError, Code};
-use crate::options::CorrelationArgs;
+use crate::options::{CorrelationArgs, EngineArgs};
 
 /// Arguments of `rsigma engine daemon`.
 #[derive(Debug, Args)]
@@ -103,6 +103,9 @@ pub struct DaemonArgs {
     /// Minimum TLS version: 1.2 or 1.3. [default: 1.3]
     #[arg(long, value_name = "VERSION")]
     pub tls_min_version: Option<String>,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
 
     #[command(flatten)]
     pub correlation: CorrelationArgs,
@@ -277,6 +280,7 @@ fn build_config(args: &DaemonArgs, file: &DaemonSection) -> Result<DaemonConfig,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
     config.correlation = args.correlation.options(&file.correlation);
+    config.compile = args.engine.options(&file.engine)?;
     config.no_detections = args.correlation.no_detections(&file.correlation);
     if let Some(db) = args.state_db.clone().or_else(|| file.state.db.clone()) {
         config.state = Some(StateConfig {

@@ -19,10 +19,10 @@ use rsigma_engine::{Detection, Engine, Scratch};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::CorrelationSection;
+use crate::config::{CorrelationSection, EngineSection};
 use crate::diag::Diagnostics;
 use crate::exit::{CliError, Code};
-use crate::options::CorrelationArgs;
+use crate::options::{CorrelationArgs, EngineArgs};
 
 /// Arguments of `rsigma engine eval`.
 #[derive(Debug, Args)]
@@ -53,6 +53,9 @@ pub struct EvalArgs {
     pub pipelines: Vec<String>,
 
     #[command(flatten)]
+    pub engine: EngineArgs,
+
+    #[command(flatten)]
     pub correlation: CorrelationArgs,
 }
 
@@ -72,9 +75,14 @@ pub fn run(args: &EvalArgs, diag: &Diagnostics) -> Result<Code, CliError> {
     let sources = open_sources(&args.events)?;
 
     let file = CorrelationSection::default();
+    let engine = args
+        .engine
+        .options(&EngineSection::default())
+        .map_err(|err| CliError::config(anyhow!(err)))?;
     let compiled = super::load_and_compile(
         &args.rules,
         &args.pipelines,
+        &engine,
         &args.correlation.options(&file),
     )?;
     if !compiled.errors.is_empty() {

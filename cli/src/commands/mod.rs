@@ -41,6 +41,7 @@ pub struct CompiledRules {
 pub fn load_and_compile(
     path: &Path,
     pipelines: &[String],
+    engine: &CompileOptions,
     correlation: &CorrelationOptions,
 ) -> Result<CompiledRules, CliError> {
     // A pipeline that cannot be parsed is a configuration error (exit 3).
@@ -61,7 +62,7 @@ pub fn load_and_compile(
     let load_failed = errors.len();
     let options = CompileOptions {
         placeholders: pipelines.placeholders(),
-        ..CompileOptions::default()
+        ..engine.clone()
     };
     let (engine, mut compile_errors) = Engine::compile_with(&rule_set, &options);
     let correlations = if rule_set.correlations.is_empty() {

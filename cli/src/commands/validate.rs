@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use rsigma_engine::correlation::CorrelationOptions;
+use rsigma_engine::{CompileOptions, UndefinedPlaceholders};
 
 use crate::diag::Diagnostics;
 use crate::exit::{CliError, Code};
@@ -22,12 +23,28 @@ pub struct ValidateArgs {
     /// Processing pipeline applied before compiling: builtin name or YAML file. Repeatable.
     #[arg(short = 'p', long = "pipeline", value_name = "PIPELINE")]
     pub pipelines: Vec<String>,
+
+    /// Accept rules whose `expand` placeholders no pipeline defines (they would load inert).
+    #[arg(long)]
+    pub allow_undefined_placeholders: bool,
 }
 
 /// Runs `rsigma rule validate`.
 pub fn run(args: &ValidateArgs, diag: &Diagnostics) -> Result<Code, CliError> {
-    let compiled =
-        super::load_and_compile(&args.path, &args.pipelines, &CorrelationOptions::default())?;
+    let engine = CompileOptions {
+        undefined_placeholders: if args.allow_undefined_placeholders {
+            UndefinedPlaceholders::MatchNothing
+        } else {
+            UndefinedPlaceholders::Reject
+        },
+        ..CompileOptions::default()
+    };
+    let compiled = super::load_and_compile(
+        &args.path,
+        &args.pipelines,
+        &engine,
+        &CorrelationOptions::default(),
+    )?;
     for error in &compiled.errors {
         diag.error(error);
     }

@@ -288,21 +288,24 @@ impl CompiledItem {
             }
             return first;
         }
-        // The grouped `contains` literals (four or more keywords) first: one
-        // automaton pass per value.
+        // One pass over the leaves: the first leaf any keyword matches (the
+        // grouped `contains` literals of four or more keywords in one
+        // automaton pass), whatever the keyword's position in the list.
         let mut found = None;
-        if let Some(set) = grouped {
-            let _ = for_each_leaf(event, &mut |value| {
-                let (text, lower) = render(value, buffers, true);
-                if text.is_some() && set.automaton.is_match(lower) {
-                    found = Some(value);
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            });
-        }
-        found.or_else(|| matchers.iter().find_map(|m| test(m, buffers)))
+        let _ = for_each_leaf(event, &mut |value| {
+            let (text, lower) = render(value, buffers, true);
+            let grouped_hit = text.is_some()
+                && grouped
+                    .as_ref()
+                    .is_some_and(|set| set.automaton.is_match(lower));
+            if grouped_hit || matchers.iter().any(|m| m.matches(value, text, lower)) {
+                found = Some(value);
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        found
     }
 }
 
@@ -426,13 +429,17 @@ pub enum UndefinedPlaceholders {
     MatchNothing,
 }
 
-/// How `expand` values are filled.
+/// How items are compiled: `expand` values, and whether many `contains`
+/// literals of an item share one automaton.
 #[derive(Debug, Clone, Copy)]
-pub struct Expansion<'a> {
+pub struct ItemOptions<'a> {
     /// The placeholders' values.
     pub values: &'a Placeholders,
     /// What an undefined placeholder does.
     pub undefined: UndefinedPlaceholders,
+    /// Group an item's `contains` literals into one automaton (off only for
+    /// the reference semantics the differential tests compare against).
+    pub group_literals: bool,
 }
 
 /// Compiles one detection rule, with the filters that apply to it.
@@ -440,7 +447,7 @@ pub fn compile_rule(
     index: usize,
     rule: &SigmaRule,
     filters: &[&FilterRule],
-    expansion: &Expansion<'_>,
+    expansion: &ItemOptions<'_>,
 ) -> Result<CompiledRule, String> {
     let mut identifiers = compile_identifiers(&rule.detection, expansion)?;
     let own_identifiers = identifiers.len();
@@ -474,7 +481,7 @@ pub fn compile_rule(
 
 fn compile_identifiers(
     section: &DetectionSection,
-    expansion: &Expansion<'_>,
+    expansion: &ItemOptions<'_>,
 ) -> Result<Vec<CompiledIdentifier>, String> {
     section
         .identifiers
@@ -674,7 +681,7 @@ fn classify(modifiers: &[Modifier]) -> Result<ModifierSet, String> {
     Ok(set)
 }
 
-fn compile_item(item: &DetectionItem, expansion: &Expansion<'_>) -> Result<CompiledItem, String> {
+fn compile_item(item: &DetectionItem, expansion: &ItemOptions<'_>) -> Result<CompiledItem, String> {
     let field = item.field.as_deref().map(FieldPath::new);
     let field_label = item.field.as_deref().unwrap_or("<keywords>");
     let context = |err: String| format!("field '{field_label}': {err}");
@@ -741,7 +748,7 @@ fn compile_item(item: &DetectionItem, expansion: &Expansion<'_>) -> Result<Compi
         }
     }
     let all = set.all && matchers.len() > 1;
-    let grouped = if all {
+    let grouped = if all || !expansion.group_literals {
         None
     } else {
         group_contains(&mut matchers)
@@ -814,7 +821,7 @@ fn compile_value(
     value: &SigmaValue,
     set: &ModifierSet,
     keyword: bool,
-    expansion: &Expansion<'_>,
+    expansion: &ItemOptions<'_>,
 ) -> Result<Vec<ValueMatcher>, String> {
     if let Some(part) = set.time_part {
         let n = number_of(value).ok_or("time modifiers take a number")?;
@@ -903,7 +910,7 @@ fn compile_value(
 }
 
 /// Replaces every `%name%` placeholder with each of its values.
-fn expand_placeholders(text: &str, expansion: &Expansion<'_>) -> Result<Vec<String>, String> {
+fn expand_placeholders(text: &str, expansion: &ItemOptions<'_>) -> Result<Vec<String>, String> {
     let pieces = placeholder::pieces(text);
     let filled = placeholder::substitute(&pieces, |name| match expansion.values.get(name) {
         Some(values) => Ok(Some(values.clone())),

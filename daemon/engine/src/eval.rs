@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::compile::{
-    CompiledItem, CompiledRule, Expansion, MatchBuffers, Placeholders, RuleInfo,
+    CompiledItem, CompiledRule, ItemOptions, MatchBuffers, Placeholders, RuleInfo,
     UndefinedPlaceholders, compile_rule,
 };
 use crate::error::RuleError;
@@ -121,6 +121,11 @@ pub struct CompileOptions {
     pub routing: Routing,
     /// The prefilter's strategy.
     pub prefilter: PrefilterOptions,
+    /// Compile the reference semantics: every value its own matcher, no
+    /// shared automata. Slow; differential tests compare the optimized
+    /// engine with a reference engine evaluated by
+    /// [`Engine::evaluate_unindexed`].
+    pub reference: bool,
 }
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
@@ -139,9 +144,10 @@ impl Engine {
         let mut errors = Vec::new();
         for rule in &rule_set.rules {
             let filters = filters_for(rule, &rule_set.filters);
-            let expansion = Expansion {
+            let expansion = ItemOptions {
                 values: &options.placeholders,
                 undefined: options.undefined_placeholders,
+                group_literals: !options.reference,
             };
             match compile_rule(rules.len(), rule, &filters, &expansion) {
                 Ok(compiled) => {

@@ -1,10 +1,13 @@
-//! The indexed evaluation path must give exactly what the unindexed
-//! reference path gives, on the real SigmaHQ Windows rules and a generated
-//! stream of Windows-like events (benign and malicious).
+//! The optimized engine (every prefilter strategy, logsource routing on)
+//! must give exactly what the reference gives (the rules compiled with
+//! `reference: true`, evaluated rule by rule without the prefilter), on the
+//! real SigmaHQ Windows rules and a generated stream of Windows-like events
+//! (benign and malicious). `tests/proptest.rs` does the same for generated
+//! rules of every shape.
 
 use std::path::PathBuf;
 
-use rsigma_engine::{Engine, load_rules};
+use rsigma_engine::{CompileOptions, Engine, PrefilterOptions, load_rules};
 
 #[path = "../benches/support/windows_events.rs"]
 #[allow(dead_code)]
@@ -20,31 +23,66 @@ fn corpus_root() -> Option<PathBuf> {
 }
 
 #[test]
-fn indexed_path_equals_reference_path_on_sigmahq_windows_rules() {
+fn every_strategy_equals_the_reference_on_sigmahq_windows_rules() {
     let Some(root) = corpus_root() else {
         eprintln!("SKIPPED: SigmaHQ corpus not found at ../shared/corpus/sigmahq");
         return;
     };
     let loaded = load_rules(&root.join("rules/windows"));
-    let (engine, errors) = Engine::compile(&loaded.rule_set);
-    assert!(errors.is_empty() && loaded.errors.is_empty());
-    let events = windows_events::generate(7, 3_000);
-    let mut scratch = engine.new_scratch();
-    let mut indexed = Vec::new();
-    let mut matched_events = 0;
-    for event in &events {
-        indexed.clear();
-        engine.evaluate_into(event, &mut scratch, &mut indexed);
-        let reference = engine.evaluate_unindexed(event);
-        assert_eq!(indexed, reference, "paths disagree on {event}");
-        matched_events += usize::from(!reference.is_empty());
+    assert!(loaded.errors.is_empty());
+    let reference_options = CompileOptions {
+        reference: true,
+        ..CompileOptions::default()
+    };
+    let (reference, errors) = Engine::compile_with(&loaded.rule_set, &reference_options);
+    assert!(errors.is_empty(), "{errors:?}");
+    let events = windows_events::generate(7, 1_500);
+    let expected: Vec<_> = events
+        .iter()
+        .map(|e| reference.evaluate_unindexed(e))
+        .collect();
+    let matched_events = expected.iter().filter(|d| !d.is_empty()).count();
+    let strategies = [
+        ("per-field", PrefilterOptions::default()),
+        (
+            "cross-rule",
+            PrefilterOptions {
+                cross_rule_automaton: true,
+                bloom_max_bytes: None,
+            },
+        ),
+        (
+            "bloom",
+            PrefilterOptions {
+                cross_rule_automaton: false,
+                bloom_max_bytes: Some(1 << 20),
+            },
+        ),
+    ];
+    for (name, prefilter) in strategies {
+        let options = CompileOptions {
+            prefilter,
+            ..CompileOptions::default()
+        };
+        let (engine, errors) = Engine::compile_with(&loaded.rule_set, &options);
+        assert!(errors.is_empty());
+        let mut scratch = engine.new_scratch();
+        let mut indexed = Vec::new();
+        for (event, expected) in events.iter().zip(&expected) {
+            indexed.clear();
+            engine.evaluate_into(event, &mut scratch, &mut indexed);
+            assert_eq!(
+                &indexed, expected,
+                "{name} disagrees with the reference on {event}"
+            );
+        }
+        eprintln!(
+            "{name}: {} rules, {} route indexes, {} events, {matched_events} with detections",
+            engine.rule_count(),
+            engine.routes_built(),
+            events.len()
+        );
     }
-    eprintln!(
-        "{} rules ({} evaluated for every event), {} events, {matched_events} with detections",
-        engine.rule_count(),
-        engine.unindexed_rule_count(),
-        events.len()
-    );
     // The comparison means little unless both paths found something.
     assert!(
         matched_events > 0,

@@ -366,3 +366,79 @@ fn rule_failures_leave_the_rule_out() {
         "two.yml: rule 'Drop': pipeline 'linux only': only Linux rules are supported"
     );
 }
+
+#[test]
+fn windows_pipeline_adds_the_channel_of_each_service() {
+    let security = "title: Logon\nlogsource: {product: windows, service: security}\ndetection:\n  sel:\n    EventID: 4624\n  condition: sel\n";
+    let script = "title: Script\nlogsource: {product: windows, category: ps_script}\ndetection:\n  sel:\n    ScriptBlockText|contains: 'Invoke-Mimikatz'\n  condition: sel\n";
+    let loaded = parse_rules(&format!("{security}---\n{script}"), Path::new("w.yml"));
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    // Routing off: the pipeline's conditions alone must tell the channels apart.
+    let pipelines = PipelineSet::load(&["windows"]).unwrap();
+    let (transformed, errors) = pipelines.apply(&loaded.rule_set);
+    assert!(errors.is_empty(), "{errors:?}");
+    let options = CompileOptions {
+        routing: rsigma_engine::Routing::disabled(),
+        ..CompileOptions::default()
+    };
+    let (engine, errors) = Engine::compile_with(&transformed, &options);
+    assert!(errors.is_empty(), "{errors:?}");
+    let logon = json!({"Channel": "Security", "EventID": 4624});
+    let not_security = json!({"Channel": "System", "EventID": 4624});
+    let block = json!({"Channel": "Microsoft-Windows-PowerShell/Operational", "EventID": 4104, "ScriptBlockText": "Invoke-Mimikatz -Dump"});
+    let core = json!({"Channel": "PowerShellCore/Operational", "EventID": 4104, "ScriptBlockText": "Invoke-Mimikatz"});
+    let wrong_id = json!({"Channel": "Microsoft-Windows-PowerShell/Operational", "EventID": 4103, "ScriptBlockText": "Invoke-Mimikatz"});
+    assert_eq!(titles(&engine, &logon), ["Logon"]);
+    assert!(titles(&engine, &not_security).is_empty());
+    assert_eq!(titles(&engine, &block), ["Script"]);
+    assert_eq!(titles(&engine, &core), ["Script"]);
+    assert!(titles(&engine, &wrong_id).is_empty());
+    // The category became service powershell, as pySigma's pipeline does.
+    let script_rule = &transformed.rules[1];
+    assert_eq!(
+        script_rule.meta.logsource.service.as_deref(),
+        Some("powershell")
+    );
+}
+
+#[test]
+fn windows_pipeline_combines_with_sysmon() {
+    let Some(rule_set) = whoami_rule() else {
+        return;
+    };
+    let pipelines = PipelineSet::load(&["sysmon", "windows"]).unwrap();
+    let engine = engine_with(&pipelines, &rule_set);
+    let event = json!({"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1,
+        "Image": r"C:\Windows\System32\whoami.exe", "OriginalFileName": "whoami.exe", "CommandLine": "whoami /groups"});
+    assert_eq!(titles(&engine, &event).len(), 1);
+    let mut elsewhere = event.clone();
+    elsewhere["Channel"] = json!("Security");
+    assert!(titles(&engine, &elsewhere).is_empty());
+}
+
+/// The channels the `windows` pipeline adds are the channels routing
+/// derives services from: one table, two uses.
+#[test]
+fn windows_pipeline_and_routing_share_the_channel_table() {
+    let yaml = include_str!("../src/pipeline/builtin/windows.yml");
+    let doc: yaml_serde::Value = yaml_serde::from_str(yaml).unwrap();
+    let mut from_pipeline: Vec<(String, String)> = Vec::new();
+    for item in doc["transformations"].as_sequence().unwrap() {
+        let Some(service) = item["rule_conditions"][0]["service"].as_str() else {
+            continue;
+        };
+        let channels = &item["conditions"]["Channel"];
+        let channels: Vec<&str> = match channels.as_sequence() {
+            Some(list) => list.iter().map(|c| c.as_str().unwrap()).collect(),
+            None => vec![channels.as_str().unwrap()],
+        };
+        for channel in channels {
+            from_pipeline.push((channel.to_owned(), service.to_owned()));
+        }
+    }
+    let from_routing: Vec<(String, String)> = rsigma_engine::routing::derive::WINDOWS_CHANNELS
+        .iter()
+        .map(|(c, s)| (c.to_string(), s.to_string()))
+        .collect();
+    assert_eq!(from_pipeline, from_routing);
+}

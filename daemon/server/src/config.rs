@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rsigma_engine::CompileOptions;
 use rsigma_engine::correlation::CorrelationOptions;
 
 use crate::input::{DecoderConfig, Extract, InputFormat};
@@ -130,6 +131,9 @@ pub struct DaemonConfig {
     pub allow_plaintext: bool,
     /// Correlation behaviour.
     pub correlation: CorrelationOptions,
+    /// Engine options: logsource routing, prefilter strategy, undefined
+    /// placeholders (the pipelines' placeholders are filled in at each load).
+    pub compile: CompileOptions,
     /// Leave out detections of rules that only feed correlations.
     pub no_detections: bool,
     /// Correlation state persistence.
@@ -172,6 +176,7 @@ impl DaemonConfig {
             tls: None,
             allow_plaintext: false,
             correlation: CorrelationOptions::default(),
+            compile: CompileOptions::default(),
             no_detections: false,
             state: None,
             buffer_size: 10_000,

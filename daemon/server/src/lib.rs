@@ -128,12 +128,9 @@ pub async fn run_until(
     );
 
     let loading = Arc::clone(&context);
-    let first = tokio::task::spawn_blocking(move || {
-        let config = &loading.config;
-        ruleset::load(&config.rules, &config.pipelines, &config.correlation)
-    })
-    .await
-    .expect("the rule loader does not panic");
+    let first = tokio::task::spawn_blocking(move || ruleset::load(&loading.config))
+        .await
+        .expect("the rule loader does not panic");
     match first {
         Ok(ruleset) => {
             reload::swap(&context, ruleset);

@@ -61,6 +61,10 @@ pub struct Metrics {
     pub tap_events_streamed: IntCounter,
     /// Events dropped from tap sessions (full buffer, or unparseable raw lines in redacting captures).
     pub tap_events_dropped: IntCounter,
+    /// Events evaluated, by the logsource routing derived for them.
+    pub events_by_logsource: IntCounterVec,
+    /// Rules skipped because their logsource cannot apply, summed over events.
+    pub routing_skipped_rules: IntCounter,
 }
 
 impl Metrics {
@@ -114,6 +118,19 @@ impl Metrics {
             .register(Box::new(processing_latency.clone()))
             .expect("unique metric");
         Metrics {
+            events_by_logsource: counter_vec(
+                &registry,
+                "rsigma_events_by_logsource_total",
+                "Events evaluated, by the logsource routing derived for them \
+                 (e.g. product=windows,service=sysmon,category=process_creation; \
+                 unknown, or unrouted with routing off)",
+                &["logsource"],
+            ),
+            routing_skipped_rules: counter(
+                &registry,
+                "rsigma_routing_skipped_rules_total",
+                "Rules not evaluated because their logsource cannot apply to the event, summed over events",
+            ),
             events_processed: counter(
                 &registry,
                 "rsigma_events_processed_total",

@@ -2,16 +2,19 @@
 //! decode them, evaluate them against the active rule set, feed the
 //! correlation engine and hand the serialized records to the sinks.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use prometheus::IntCounter;
 use rsigma_engine::correlation::CorrelationMatch;
-use rsigma_engine::{Detection, Scratch};
+use rsigma_engine::{Detection, RouteStats, Scratch};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::context::DaemonContext;
 use crate::input::Decoder;
+use crate::metrics::Metrics;
 use crate::sink::{DeadLetter, OutputChunk};
 use crate::source::InputLine;
 
@@ -52,6 +55,27 @@ struct Worker {
     dead_letters: mpsc::Sender<DeadLetter>,
 }
 
+/// Counts an event's route in the routing metrics.
+fn count_route(
+    metrics: &Metrics,
+    by_logsource: &mut HashMap<String, IntCounter>,
+    routed: RouteStats<'_>,
+) {
+    match by_logsource.get(routed.logsource) {
+        Some(counter) => counter.inc(),
+        None => {
+            let counter = metrics
+                .events_by_logsource
+                .with_label_values(&[routed.logsource]);
+            counter.inc();
+            by_logsource.insert(routed.logsource.to_owned(), counter);
+        }
+    }
+    metrics
+        .routing_skipped_rules
+        .inc_by(routed.skipped_rules as u64);
+}
+
 /// Buffers reused across batches.
 #[derive(Default)]
 struct Buffers {
@@ -60,6 +84,9 @@ struct Buffers {
     detections: Vec<Detection>,
     correlated: Vec<CorrelationMatch>,
     scratch: Scratch,
+    /// `rsigma_events_by_logsource_total` per label, resolved once: label
+    /// sets are bounded by the engine's route limit.
+    by_logsource: HashMap<String, IntCounter>,
 }
 
 impl Worker {
@@ -127,6 +154,7 @@ impl Worker {
             detections,
             correlated,
             scratch,
+            by_logsource,
         } = buffers;
         let mut tap = self.context.tap.batch();
         if let Some(tap) = tap.as_mut() {
@@ -155,7 +183,8 @@ impl Worker {
                     tap.decoded(event, verbatim.then(|| line.text.trim()));
                 }
                 detections.clear();
-                ruleset.engine.evaluate_into(event, scratch, detections);
+                let routed = ruleset.engine.evaluate_into(event, scratch, detections);
+                count_route(metrics, by_logsource, routed);
                 if detections.is_empty() {
                     continue;
                 }

@@ -41,12 +41,9 @@ pub async fn run(
 pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
     context.metrics.reloads.inc();
     let loading = Arc::clone(context);
-    let loaded = tokio::task::spawn_blocking(move || {
-        let config = &loading.config;
-        ruleset::load(&config.rules, &config.pipelines, &config.correlation)
-    })
-    .await
-    .expect("the rule loader does not panic");
+    let loaded = tokio::task::spawn_blocking(move || ruleset::load(&loading.config))
+        .await
+        .expect("the rule loader does not panic");
     // The certificate rotates in the same pass; a failure keeps the
     // previous one and fails the reload.
     let tls = match &context.tls {

@@ -3,13 +3,14 @@
 //! rule sets atomically, so a failed load never touches the running one.
 
 use std::fmt;
-use std::path::Path;
+
+use crate::config::DaemonConfig;
 
 use chrono::{DateTime, Utc};
 use rsigma_engine::pipeline::PipelineSet;
 use std::sync::Mutex;
 
-use rsigma_engine::correlation::{CorrelationEngine, CorrelationOptions};
+use rsigma_engine::correlation::CorrelationEngine;
 use rsigma_engine::{CompileOptions, Engine, load_rules};
 use serde::Serialize;
 
@@ -85,13 +86,12 @@ impl fmt::Display for LoadFailure {
     }
 }
 
-/// Loads the pipelines, then the rules, applies the pipelines and compiles.
-pub fn load(
-    rules: &Path,
-    pipeline_specs: &[String],
-    correlation: &CorrelationOptions,
-) -> Result<Ruleset, LoadFailure> {
-    let pipelines = PipelineSet::load(pipeline_specs).map_err(|err| LoadFailure {
+/// Loads the pipelines, then the rules, applies the pipelines and compiles
+/// with the configured engine options.
+pub fn load(config: &DaemonConfig) -> Result<Ruleset, LoadFailure> {
+    let rules = config.rules.as_path();
+    let correlation = &config.correlation;
+    let pipelines = PipelineSet::load(&config.pipelines).map_err(|err| LoadFailure {
         unreadable: false,
         pipeline: true,
         reasons: vec![err.to_string()],
@@ -113,7 +113,7 @@ pub fn load(
     reasons.extend(pipeline_errors.iter().map(ToString::to_string));
     let options = CompileOptions {
         placeholders: pipelines.placeholders(),
-        ..CompileOptions::default()
+        ..config.compile.clone()
     };
     let (engine, compile_errors) = Engine::compile_with(&rule_set, &options);
     reasons.extend(compile_errors.iter().map(ToString::to_string));

@@ -53,6 +53,7 @@ use transform::{ApplyContext, Transformation, WorkRule};
 const BUILTINS: &[(&str, &str)] = &[
     ("ecs_windows", include_str!("builtin/ecs_windows.yml")),
     ("sysmon", include_str!("builtin/sysmon.yml")),
+    ("windows", include_str!("builtin/windows.yml")),
 ];
 
 /// A pipeline that could not be read or parsed: a configuration error.
@@ -115,9 +116,9 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Names of the builtin pipelines, accepted by [`Pipeline::load`].
-    pub const BUILTIN_NAMES: &'static [&'static str] = &["ecs_windows", "sysmon"];
+    pub const BUILTIN_NAMES: &'static [&'static str] = &["ecs_windows", "sysmon", "windows"];
 
-    /// Loads a pipeline: `spec` is a builtin name (`ecs_windows`, `sysmon`)
+    /// Loads a pipeline: `spec` is a builtin name (`ecs_windows`, `sysmon`, `windows`)
     /// or the path of a pipeline YAML file.
     pub fn load(spec: &str) -> Result<Pipeline, PipelineError> {
         if let Some(pipeline) = Pipeline::builtin(spec) {
