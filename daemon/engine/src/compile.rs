@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use ipnet::IpNet;
 use regex::RegexBuilder;
 use serde_json::Value;
@@ -778,8 +778,11 @@ fn group_contains(matchers: &mut Vec<ValueMatcher>) -> Option<ContainsSet> {
     if needles.len() < AUTOMATON_THRESHOLD {
         return None;
     }
+    // A contiguous NFA: these run only for candidate rules, and a DFA per
+    // item (the crate's choice for small sets) costs memory at every load.
     let automaton = AhoCorasick::builder()
         .match_kind(MatchKind::LeftmostFirst)
+        .kind(Some(AhoCorasickKind::ContiguousNFA))
         .build(&needles)
         .ok()?;
     matchers
