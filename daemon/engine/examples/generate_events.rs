@@ -3,10 +3,14 @@
 //! `cargo run --release -p rsigma-engine --example generate_events -- windows 100000 > windows.ndjson`
 //!
 //! Streams: `windows` (Sysmon, Security, PowerShell and System records, see
-//! `benches/support/windows_events.rs`).
+//! `benches/support/windows_events.rs`) and `mixed` (Linux auditd, AWS,
+//! Azure and GCP audit logs, web proxy logs, see
+//! `benches/support/mixed_events.rs`). Used by `tests/bench/sigmahq-scale.sh`.
 
 use std::io::{BufWriter, Write};
 
+#[path = "../benches/support/mixed_events.rs"]
+mod mixed_events;
 #[path = "../benches/support/windows_events.rs"]
 mod windows_events;
 
@@ -18,11 +22,20 @@ fn main() -> std::io::Result<()> {
     let stream = args.next().unwrap_or_else(|| "windows".to_owned());
     let count: usize = args
         .next()
-        .map(|n| n.parse().expect("COUNT must be a number"))
+        .map(|n| {
+            n.parse().unwrap_or_else(|_| {
+                eprintln!("COUNT must be a number, not '{n}'");
+                std::process::exit(3)
+            })
+        })
         .unwrap_or(100_000);
     let events = match stream.as_str() {
         "windows" => windows_events::generate(SEED, count),
-        other => panic!("unknown stream '{other}' (windows)"),
+        "mixed" => mixed_events::generate(SEED, count),
+        other => {
+            eprintln!("unknown stream '{other}': use windows or mixed");
+            std::process::exit(3);
+        }
     };
     let mut out = BufWriter::new(std::io::stdout().lock());
     for event in events {
