@@ -1183,3 +1183,91 @@ fn signals_sent_as_soon_as_the_daemon_is_ready_are_handled() {
         }
     }
 }
+
+#[test]
+fn logsource_routing_skips_rules_of_other_logsources_and_is_counted() {
+    let dir = tempdir();
+    let rules = dir.path().join("rules");
+    fs::create_dir(&rules).unwrap();
+    fs::write(
+        rules.join("routing.yml"),
+        "title: Not A Zeek Event\nlogsource: {product: zeek, service: rdp}\ndetection:\n  sel:\n    cookie: x\n  condition: not sel\n---\n\
+         title: Whoami\nlogsource: {product: windows, category: process_creation}\ndetection:\n  sel:\n    Image|endswith: '\\whoami.exe'\n  condition: sel\n",
+    )
+    .unwrap();
+    // Routing settings from the config file: the field map reads `os`.
+    let config = dir.path().join("config.yaml");
+    fs::write(
+        &config,
+        "daemon:\n  engine:\n    logsource:\n      field_map: {product: os}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("detections.ndjson");
+    let mut daemon = DaemonCommand::new(dir.path())
+        .arg("-r")
+        .arg(&rules)
+        .args(["-c", config.to_str().unwrap()])
+        .args(["--input", "http", "--output", &file_url(&out)])
+        .start();
+    let sysmon = json!({"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1, "Image": "C:\\Windows\\System32\\whoami.exe"});
+    let mapped = json!({"os": "zeek"});
+    let unknown = json!({"msg": "hello"});
+    daemon.post_events(format!("{sysmon}\n{mapped}\n{unknown}\n"), 3);
+    let records = daemon.wait_records(&out, 3);
+    let mut titles: Vec<&str> = records.iter().map(rule_title).collect();
+    titles.sort_unstable();
+    // Sysmon: the Zeek rule is skipped; mapped zeek: the Windows rule is;
+    // nothing known: both are evaluated, only the `not` rule holds.
+    assert_eq!(titles, ["Not A Zeek Event", "Not A Zeek Event", "Whoami"]);
+    let metrics = daemon.wait_for("the routed events in the metrics", |d| {
+        let m = d.try_metrics()?;
+        (m.get("rsigma_events_processed_total") >= 3.0).then_some(m)
+    });
+    assert_eq!(
+        metrics.get(
+            "rsigma_events_by_logsource_total{logsource=\"product=windows,service=sysmon,category=process_creation\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metrics.get("rsigma_events_by_logsource_total{logsource=\"product=zeek\"}"),
+        1.0
+    );
+    assert_eq!(
+        metrics.get("rsigma_events_by_logsource_total{logsource=\"unknown\"}"),
+        1.0
+    );
+    assert_eq!(metrics.get("rsigma_routing_skipped_rules_total"), 2.0);
+}
+
+#[test]
+fn engine_flags_are_bounded_and_routing_pairs_validated() {
+    let dir = tempdir();
+    let rules = sample_rules();
+    let rules = rules.to_str().unwrap();
+    for (args, needle) in [
+        (
+            &["--bloom-max-bytes", "18446744073709551616"][..],
+            "bloom-max-bytes",
+        ),
+        (&["--bloom-max-bytes", "0"], "bloom-max-bytes"),
+        (&["--event-logsource", "product"], "DIMENSION=VALUE"),
+        (
+            &["--logsource-field-map", "product=os,product=x"],
+            "named twice",
+        ),
+    ] {
+        let mut full = vec!["-r", rules];
+        full.extend_from_slice(args);
+        assert_startup_error(dir.path(), &full, 3, &[needle]);
+    }
+    let config = dir.path().join("config.yaml");
+    fs::write(&config, "daemon:\n  engine:\n    bloom_max_bytes: 1\n").unwrap();
+    let args = [
+        "-r",
+        rules,
+        "-c",
+        config.to_str().unwrap(),
+    ];
+    assert_startup_error(dir.path(), &args, 3, &["bloom_max_bytes"]);
+}

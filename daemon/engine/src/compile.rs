@@ -2,7 +2,7 @@
 //! condition tree, once, so that evaluation does no parsing and no allocation.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use ipnet::IpNet;
@@ -80,12 +80,39 @@ pub(crate) enum ItemTest {
     },
 }
 
-/// Case-insensitive `contains` needles matched with one automaton.
+/// Case-insensitive `contains` needles matched with one automaton, built
+/// when the item is first evaluated: most rules are never candidates, and
+/// building every item's automaton took a sixth of loading SigmaHQ.
 #[derive(Debug, Clone)]
 pub(crate) struct ContainsSet {
-    pub(crate) automaton: AhoCorasick,
     /// The lowercased needles, in automaton pattern order.
     pub(crate) needles: Vec<String>,
+    automaton: OnceLock<Option<AhoCorasick>>,
+}
+
+impl ContainsSet {
+    fn new(needles: Vec<String>) -> ContainsSet {
+        ContainsSet {
+            needles,
+            automaton: OnceLock::new(),
+        }
+    }
+
+    /// True when a needle occurs in `lower` (lowercased text).
+    pub(crate) fn is_match(&self, lower: &str) -> bool {
+        let automaton = self.automaton.get_or_init(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .kind(Some(AhoCorasickKind::ContiguousNFA))
+                .build(&self.needles)
+                .ok()
+        });
+        match automaton {
+            Some(automaton) => automaton.is_match(lower),
+            // Past the automaton's size limits: one search per needle.
+            None => self.needles.iter().any(|n| lower.contains(n.as_str())),
+        }
+    }
 }
 
 /// One compiled `field|modifiers: values` entry.
@@ -218,7 +245,7 @@ impl CompiledItem {
                         present = true;
                         grouped
                             .as_ref()
-                            .is_some_and(|set| text.is_some() && set.automaton.is_match(lower))
+                            .is_some_and(|set| text.is_some() && set.is_match(lower))
                             || matchers.iter().any(|m| m.matches(value, text, lower))
                     },
                     *wants_lowercase,
@@ -294,10 +321,8 @@ impl CompiledItem {
         let mut found = None;
         let _ = for_each_leaf(event, &mut |value| {
             let (text, lower) = render(value, buffers, true);
-            let grouped_hit = text.is_some()
-                && grouped
-                    .as_ref()
-                    .is_some_and(|set| set.automaton.is_match(lower));
+            let grouped_hit =
+                text.is_some() && grouped.as_ref().is_some_and(|set| set.is_match(lower));
             if grouped_hit || matchers.iter().any(|m| m.matches(value, text, lower)) {
                 found = Some(value);
                 ControlFlow::Break(())
@@ -778,16 +803,9 @@ fn group_contains(matchers: &mut Vec<ValueMatcher>) -> Option<ContainsSet> {
     if needles.len() < AUTOMATON_THRESHOLD {
         return None;
     }
-    // A contiguous NFA: these run only for candidate rules, and a DFA per
-    // item (the crate's choice for small sets) costs memory at every load.
-    let automaton = AhoCorasick::builder()
-        .match_kind(MatchKind::LeftmostFirst)
-        .kind(Some(AhoCorasickKind::ContiguousNFA))
-        .build(&needles)
-        .ok()?;
     matchers
         .retain(|m| !matches!(m, ValueMatcher::String(s) if s.insensitive_contains().is_some()));
-    Some(ContainsSet { automaton, needles })
+    Some(ContainsSet::new(needles))
 }
 
 fn position_of(modifier: Option<Modifier>) -> crate::matcher::Position {

@@ -85,7 +85,10 @@ const AGENTS: &[&str] = &[
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15",
     "curl/8.5.0",
 ];
-const AGENT_ATTACKS: &[&str] = &["Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)", "sqlmap/1.7"];
+const AGENT_ATTACKS: &[&str] = &[
+    "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)",
+    "sqlmap/1.7",
+];
 const COMMANDS: &[&[&str]] = &[
     &["systemctl", "status", "nginx"],
     &["ls", "-la", "/var/log"],
@@ -134,7 +137,12 @@ impl Mixed {
     }
 
     fn ip(&mut self) -> String {
-        format!("10.{}.{}.{}", self.below(4), self.below(250), 1 + self.below(250))
+        format!(
+            "10.{}.{}.{}",
+            self.below(4),
+            self.below(250),
+            1 + self.below(250)
+        )
     }
 
     fn event(&mut self) -> Value {
