@@ -1263,11 +1263,6 @@ fn engine_flags_are_bounded_and_routing_pairs_validated() {
     }
     let config = dir.path().join("config.yaml");
     fs::write(&config, "daemon:\n  engine:\n    bloom_max_bytes: 1\n").unwrap();
-    let args = [
-        "-r",
-        rules,
-        "-c",
-        config.to_str().unwrap(),
-    ];
+    let args = ["-r", rules, "-c", config.to_str().unwrap()];
     assert_startup_error(dir.path(), &args, 3, &["bloom_max_bytes"]);
 }

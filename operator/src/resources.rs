@@ -1031,4 +1031,39 @@ mod tests {
         e.spec.replicas = 2;
         assert!(check_spec(&e).unwrap_err().contains("pvc"));
     }
+
+    #[test]
+    fn logsource_becomes_routing_flags_and_is_managed() {
+        let mut e = DetectionEngine::new("e", rsigma_crds::DetectionEngineSpec::with_image("img"));
+        let plain = daemon_args(&e, &[]);
+        assert!(!plain.iter().any(|a| a.contains("logsource")));
+        e.spec.logsource = Some(LogsourceSpec {
+            routing: false,
+            event: BTreeMap::from([
+                ("service".to_owned(), "sysmon".to_owned()),
+                ("product".to_owned(), "windows".to_owned()),
+            ]),
+            field_map: BTreeMap::from([("category".to_owned(), "source.category".to_owned())]),
+        });
+        let args = daemon_args(&e, &[]);
+        let tail: Vec<&str> = args[plain.len()..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "--no-logsource-routing",
+                "--event-logsource=product=windows,service=sysmon",
+                "--logsource-field-map=category=source.category",
+            ]
+        );
+        e.spec.extra_args = vec!["--event-logsource=product=linux".to_owned()];
+        assert!(check_spec(&e).unwrap_err().contains("--event-logsource"));
+        e.spec.extra_args.clear();
+        e.spec
+            .logsource
+            .as_mut()
+            .unwrap()
+            .event
+            .insert("bad key".to_owned(), "x".to_owned());
+        assert!(!e.spec.violations().is_empty());
+    }
 }
