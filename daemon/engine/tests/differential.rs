@@ -7,8 +7,10 @@
 
 use std::path::PathBuf;
 
-use rsigma_engine::{CompileOptions, Engine, PrefilterOptions, load_rules};
+use rsigma_engine::{CompileOptions, Engine, load_rules};
 
+#[path = "support/strategies.rs"]
+mod strategies;
 #[path = "../benches/support/windows_events.rs"]
 #[allow(dead_code)]
 mod windows_events;
@@ -42,24 +44,7 @@ fn every_strategy_equals_the_reference_on_sigmahq_windows_rules() {
         .map(|e| reference.evaluate_unindexed(e))
         .collect();
     let matched_events = expected.iter().filter(|d| !d.is_empty()).count();
-    let strategies = [
-        ("per-field", PrefilterOptions::default()),
-        (
-            "cross-rule",
-            PrefilterOptions {
-                cross_rule_automaton: true,
-                bloom_max_bytes: None,
-            },
-        ),
-        (
-            "bloom",
-            PrefilterOptions {
-                cross_rule_automaton: false,
-                bloom_max_bytes: Some(1 << 20),
-            },
-        ),
-    ];
-    for (name, prefilter) in strategies {
+    for (name, prefilter) in strategies::all() {
         let options = CompileOptions {
             prefilter,
             ..CompileOptions::default()

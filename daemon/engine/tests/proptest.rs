@@ -15,8 +15,11 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use rsigma_engine::{CompileOptions, Engine, PrefilterOptions, Routing, parse_rules};
+use rsigma_engine::{CompileOptions, Engine, Routing, parse_rules};
 use serde_json::{Map, Value, json};
+
+#[path = "support/strategies.rs"]
+mod strategies;
 
 const WORDS: &[&str] = &[
     "alpha", "beta", "gamma", "cmd.exe", "Power", "x", "-enc", "ümlaut", "42",
@@ -188,33 +191,6 @@ fn event() -> impl Strategy<Value = Value> {
         })
 }
 
-fn strategies() -> Vec<(&'static str, PrefilterOptions)> {
-    vec![
-        ("per-field", PrefilterOptions::default()),
-        (
-            "cross-rule",
-            PrefilterOptions {
-                cross_rule_automaton: true,
-                bloom_max_bytes: None,
-            },
-        ),
-        (
-            "bloom",
-            PrefilterOptions {
-                cross_rule_automaton: false,
-                bloom_max_bytes: Some(1 << 20),
-            },
-        ),
-        (
-            "bloom-starved",
-            PrefilterOptions {
-                cross_rule_automaton: true,
-                bloom_max_bytes: Some(64),
-            },
-        ),
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
 
@@ -237,7 +213,7 @@ proptest! {
         );
         prop_assume!(errors.is_empty());
         let expected: Vec<_> = events.iter().map(|e| reference.evaluate_unindexed(e)).collect();
-        for (name, prefilter) in strategies() {
+        for (name, prefilter) in strategies::all() {
             let options = CompileOptions {
                 prefilter,
                 routing: routing.clone(),
