@@ -26,7 +26,7 @@ use crate::routing::{RouteKey, RuleRoute, Vocabulary};
 pub(crate) const MAX_ROUTES: usize = 256;
 
 /// One route: its rules and their index.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Route {
     /// The engine's rule indices, ascending; `None` for every rule.
     pub(crate) members: Option<Vec<u32>>,
@@ -93,13 +93,10 @@ impl Routes {
         match slot {
             Some(slot) => Arc::clone(slot.get_or_init(|| Arc::new(self.build(key, source)))),
             None => Arc::clone(self.overflow.get_or_init(|| {
-                let everything = self.get(None, source);
                 Arc::new(Route {
-                    members: None,
-                    index: Arc::clone(&everything.index),
                     label: "overflow".to_owned(),
-                    skipped_rules: 0,
                     check_each: true,
+                    ..Route::clone(&self.get(None, source))
                 })
             })),
         }
@@ -127,6 +124,13 @@ impl Routes {
         let members: Vec<u32> = (0..source.rules.len() as u32)
             .filter(|&i| source.rule_routes[i as usize].admits(key))
             .collect();
+        if members.len() == source.rules.len() {
+            // Nothing to skip: the index over every rule serves this key.
+            return Route {
+                label: source.vocabulary.label(key),
+                ..Route::clone(&self.get(None, source))
+            };
+        }
         let slot = {
             let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(indexes.entry(members.clone()).or_default())
