@@ -124,6 +124,9 @@ impl CorrelationArgs {
     }
 }
 
+/// Smallest `--bloom-max-bytes`.
+const BLOOM_MIN_BYTES: u64 = 64;
+
 /// Largest `--bloom-max-bytes`: 1 GiB.
 const BLOOM_MAX_BYTES_LIMIT: u64 = 1 << 30;
 
@@ -149,7 +152,7 @@ pub struct EngineArgs {
     pub bloom_prefilter: bool,
 
     /// Memory budget of the Bloom filters of each prefilter index, in bytes (64 to 1073741824). [default: 1048576]
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(64..=BLOOM_MAX_BYTES_LIMIT))]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(BLOOM_MIN_BYTES..=BLOOM_MAX_BYTES_LIMIT))]
     pub bloom_max_bytes: Option<u64>,
 
     /// One Aho-Corasick automaton across every field's literals instead of one per field.
@@ -183,19 +186,15 @@ impl EngineArgs {
         let allow =
             self.allow_undefined_placeholders || file.allow_undefined_placeholders.unwrap_or(false);
         if let Some(bytes) = file.bloom_max_bytes
-            && !(64..=BLOOM_MAX_BYTES_LIMIT).contains(&bytes)
+            && !(BLOOM_MIN_BYTES..=BLOOM_MAX_BYTES_LIMIT).contains(&bytes)
         {
             return Err(format!(
-                "daemon.engine.bloom_max_bytes must be between 64 and {BLOOM_MAX_BYTES_LIMIT}, not {bytes}"
+                "daemon.engine.bloom_max_bytes must be between {BLOOM_MIN_BYTES} and {BLOOM_MAX_BYTES_LIMIT}, not {bytes}"
             ));
         }
         Ok(CompileOptions {
             placeholders: Default::default(),
-            undefined_placeholders: if allow {
-                UndefinedPlaceholders::MatchNothing
-            } else {
-                UndefinedPlaceholders::Reject
-            },
+            undefined_placeholders: undefined_placeholders(allow),
             routing: Routing {
                 enabled: !self.no_logsource_routing && routing.routing.unwrap_or(true),
                 field_map: self
@@ -214,6 +213,15 @@ impl EngineArgs {
             },
             reference: false,
         })
+    }
+}
+
+/// What `--allow-undefined-placeholders` (or its absence) means.
+pub fn undefined_placeholders(allow: bool) -> UndefinedPlaceholders {
+    if allow {
+        UndefinedPlaceholders::MatchNothing
+    } else {
+        UndefinedPlaceholders::Reject
     }
 }
 

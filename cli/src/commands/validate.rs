@@ -7,11 +7,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use rsigma_engine::CompileOptions;
 use rsigma_engine::correlation::CorrelationOptions;
-use rsigma_engine::{CompileOptions, UndefinedPlaceholders};
 
 use crate::diag::Diagnostics;
 use crate::exit::{CliError, Code};
+use crate::options::undefined_placeholders;
 
 /// Arguments of `rsigma rule validate`.
 #[derive(Debug, Args)]
@@ -32,11 +33,7 @@ pub struct ValidateArgs {
 /// Runs `rsigma rule validate`.
 pub fn run(args: &ValidateArgs, diag: &Diagnostics) -> Result<Code, CliError> {
     let engine = CompileOptions {
-        undefined_placeholders: if args.allow_undefined_placeholders {
-            UndefinedPlaceholders::MatchNothing
-        } else {
-            UndefinedPlaceholders::Reject
-        },
+        undefined_placeholders: undefined_placeholders(args.allow_undefined_placeholders),
         ..CompileOptions::default()
     };
     let compiled = super::load_and_compile(

@@ -472,14 +472,14 @@ pub fn compile_rule(
     index: usize,
     rule: &SigmaRule,
     filters: &[&FilterRule],
-    expansion: &ItemOptions<'_>,
+    options: &ItemOptions<'_>,
 ) -> Result<CompiledRule, String> {
-    let mut identifiers = compile_identifiers(&rule.detection, expansion)?;
+    let mut identifiers = compile_identifiers(&rule.detection, options)?;
     let own_identifiers = identifiers.len();
     let mut condition = compile_conditions(&rule.detection, &identifiers, 0)?;
     for filter in filters {
         let offset = identifiers.len();
-        let mut filter_identifiers = compile_identifiers(&filter.detection, expansion)
+        let mut filter_identifiers = compile_identifiers(&filter.detection, options)
             .map_err(|err| format!("filter '{}': {err}", filter.meta.title))?;
         let filter_condition = compile_conditions(&filter.detection, &filter_identifiers, offset)
             .map_err(|err| format!("filter '{}': {err}", filter.meta.title))?;
@@ -506,7 +506,7 @@ pub fn compile_rule(
 
 fn compile_identifiers(
     section: &DetectionSection,
-    expansion: &ItemOptions<'_>,
+    options: &ItemOptions<'_>,
 ) -> Result<Vec<CompiledIdentifier>, String> {
     section
         .identifiers
@@ -518,7 +518,7 @@ fn compile_identifiers(
                 .map(|items| {
                     items
                         .iter()
-                        .map(|item| compile_item(item, expansion))
+                        .map(|item| compile_item(item, options))
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -706,7 +706,7 @@ fn classify(modifiers: &[Modifier]) -> Result<ModifierSet, String> {
     Ok(set)
 }
 
-fn compile_item(item: &DetectionItem, expansion: &ItemOptions<'_>) -> Result<CompiledItem, String> {
+fn compile_item(item: &DetectionItem, options: &ItemOptions<'_>) -> Result<CompiledItem, String> {
     let field = item.field.as_deref().map(FieldPath::new);
     let field_label = item.field.as_deref().unwrap_or("<keywords>");
     let context = |err: String| format!("field '{field_label}': {err}");
@@ -759,8 +759,7 @@ fn compile_item(item: &DetectionItem, expansion: &ItemOptions<'_>) -> Result<Com
             }
             return Err(context("null cannot be combined with modifiers".into()));
         }
-        let mut compiled =
-            compile_value(value, &set, field.is_none(), expansion).map_err(context)?;
+        let mut compiled = compile_value(value, &set, field.is_none(), options).map_err(context)?;
         if set.all && compiled.len() > 1 {
             // Under `all`, the alternatives one value expands to (windash,
             // base64offset) stay an OR of their own.
@@ -773,7 +772,7 @@ fn compile_item(item: &DetectionItem, expansion: &ItemOptions<'_>) -> Result<Com
         }
     }
     let all = set.all && matchers.len() > 1;
-    let grouped = if all || !expansion.group_literals {
+    let grouped = if all || !options.group_literals {
         None
     } else {
         group_contains(&mut matchers)
@@ -842,7 +841,7 @@ fn compile_value(
     value: &SigmaValue,
     set: &ModifierSet,
     keyword: bool,
-    expansion: &ItemOptions<'_>,
+    options: &ItemOptions<'_>,
 ) -> Result<Vec<ValueMatcher>, String> {
     if let Some(part) = set.time_part {
         let n = number_of(value).ok_or("time modifiers take a number")?;
@@ -885,7 +884,7 @@ fn compile_value(
     }
     let text = value_text(value).ok_or("value cannot be matched as text")?;
     let texts = if set.expand {
-        expand_placeholders(&text, expansion)?
+        expand_placeholders(&text, options)?
     } else {
         vec![text]
     };
@@ -931,13 +930,13 @@ fn compile_value(
 }
 
 /// Replaces every `%name%` placeholder with each of its values.
-fn expand_placeholders(text: &str, expansion: &ItemOptions<'_>) -> Result<Vec<String>, String> {
+fn expand_placeholders(text: &str, options: &ItemOptions<'_>) -> Result<Vec<String>, String> {
     let pieces = placeholder::pieces(text);
-    let filled = placeholder::substitute(&pieces, |name| match expansion.values.get(name) {
+    let filled = placeholder::substitute(&pieces, |name| match options.values.get(name) {
         Some(values) => Ok(Some(values.clone())),
         // An environment-specific list nobody filled in (SigmaHQ uses them
         // for allow-lists): the opt-out keeps the rule, matching nothing.
-        None if expansion.undefined == UndefinedPlaceholders::MatchNothing => Ok(Some(Vec::new())),
+        None if options.undefined == UndefinedPlaceholders::MatchNothing => Ok(Some(Vec::new())),
         None => Err(format!(
             "placeholder '%{name}%' is not defined: give it values in a pipeline's `vars` \
              (or replace it with a `value_placeholders`/`wildcard_placeholders` transformation), \

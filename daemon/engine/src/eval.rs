@@ -142,14 +142,14 @@ impl Engine {
         let mut rules = Vec::with_capacity(rule_set.rules.len());
         let mut logsources = Vec::with_capacity(rule_set.rules.len());
         let mut errors = Vec::new();
+        let item_options = ItemOptions {
+            values: &options.placeholders,
+            undefined: options.undefined_placeholders,
+            group_literals: !options.reference,
+        };
         for rule in &rule_set.rules {
             let filters = filters_for(rule, &rule_set.filters);
-            let expansion = ItemOptions {
-                values: &options.placeholders,
-                undefined: options.undefined_placeholders,
-                group_literals: !options.reference,
-            };
-            match compile_rule(rules.len(), rule, &filters, &expansion) {
+            match compile_rule(rules.len(), rule, &filters, &item_options) {
                 Ok(compiled) => {
                     rules.push(compiled);
                     logsources.push(&rule.meta.logsource);
@@ -238,18 +238,14 @@ impl Engine {
             key,
             lowercase,
         } = scratch;
-        if *engine != self.id || routes.len() > 2 * MAX_ROUTES {
-            routes.clear();
-            *engine = self.id;
-        }
-        let route = self.route_in(event, routes, key, lowercase);
+        let route = self.route_in(event, routes, engine, key, lowercase);
         route
             .index
             .candidates(event, route.rule_count(self.rules.len()), candidates, index);
         let mut skipped_rules = route.skipped_rules;
         for local in candidates.iter() {
             let rule_index = route.rule(local);
-            if route.check_each && !self.rule_routes[rule_index].admits(key) {
+            if !route.admits(rule_index, &self.rule_routes, key) {
                 skipped_rules += 1;
                 continue;
             }
@@ -264,15 +260,21 @@ impl Engine {
         }
     }
 
-    /// The route of `event`, from this thread's routes or else the engine's
-    /// (built on first use); leaves the event's route key in `key`.
+    /// The route of `event`, from this thread's routes (`routes`, kept for
+    /// the engine `engine` names) or else the engine's (built on first use);
+    /// leaves the event's route key in `key`.
     fn route_in<'c>(
         &self,
         event: &Value,
         routes: &'c mut FxHashMap<RouteKey, Arc<Route>>,
+        engine: &mut u64,
         key: &mut RouteKey,
         lowercase: &mut String,
     ) -> &'c Route {
+        if *engine != self.id || routes.len() > 2 * MAX_ROUTES {
+            routes.clear();
+            *engine = self.id;
+        }
         match &self.router {
             Some(router) => router.route_key(event, &self.vocabulary, key, lowercase),
             None => key.clear(),
@@ -310,18 +312,14 @@ impl Engine {
             lowercase,
             ..
         } = scratch;
-        if *engine != self.id {
-            routes.clear();
-            *engine = self.id;
-        }
-        let route = self.route_in(event, routes, key, lowercase);
+        let route = self.route_in(event, routes, engine, key, lowercase);
         route
             .index
             .candidates(event, route.rule_count(self.rules.len()), candidates, index);
         candidates
             .iter()
             .map(|local| route.rule(local))
-            .filter(|&rule| !route.check_each || self.rule_routes[rule].admits(key))
+            .filter(|&rule| route.admits(rule, &self.rule_routes, key))
             .collect()
     }
 

@@ -66,10 +66,18 @@ pub fn has_placeholders(text: &str) -> bool {
         .any(|p| matches!(p, Piece::Placeholder(_)))
 }
 
-/// Escapes `%` (and the backslash before it) so that `text` is literal
-/// inside an `expand` value.
+/// Escapes `text` (Sigma string syntax) for an `expand` value: each `%`
+/// becomes `\%`, and a trailing odd run of backslashes gets one more, so
+/// that a value ending in `\` does not escape the `%` of a placeholder that
+/// follows it (in Sigma syntax a lone trailing `\` and `\\` are both one
+/// literal backslash).
 pub fn escape(text: &str) -> String {
-    text.replace('%', "\\%")
+    let mut out = text.replace('%', "\\%");
+    let trailing = out.len() - out.trim_end_matches('\\').len();
+    if trailing % 2 == 1 {
+        out.push('\\');
+    }
+    out
 }
 
 /// Every combination of the pieces with each placeholder replaced by each of
@@ -153,5 +161,16 @@ mod tests {
         let out = substitute::<()>(&pieces("%a%"), |_| Ok(Some(vec!["50%x%".into()]))).unwrap();
         assert_eq!(out, vec![r"50\%x\%"]);
         assert_eq!(unescape(&out[0]), "50%x%");
+        // A value ending in a backslash does not swallow the next `%`.
+        let pieces = pieces("%domain%%user%");
+        let out = substitute::<()>(&pieces, |name| {
+            Ok(Some(vec![
+                if name == "domain" { r"CORP\" } else { "alice" }.to_owned(),
+            ]))
+        })
+        .unwrap();
+        assert_eq!(out, vec![r"CORP\\alice"]);
+        assert_eq!(unescape(&out[0]), r"CORP\\alice");
+        assert_eq!(escape(r"a\\"), r"a\\");
     }
 }

@@ -49,6 +49,13 @@ impl Route {
     pub(crate) fn rule(&self, local: usize) -> usize {
         self.members.as_ref().map_or(local, |m| m[local] as usize)
     }
+
+    /// True when the route admits engine rule `rule`: always for a route's
+    /// own members; checked against the event's route `key` on the
+    /// overflow route.
+    pub(crate) fn admits(&self, rule: usize, rule_routes: &[RuleRoute], key: &[u16]) -> bool {
+        !self.check_each || rule_routes[rule].admits(key)
+    }
 }
 
 type Slot<T> = Arc<OnceLock<Arc<T>>>;
