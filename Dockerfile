@@ -6,6 +6,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
+# Stripped, without line tables: the images hold no debug information.
+ENV CARGO_PROFILE_RELEASE_STRIP=true CARGO_PROFILE_RELEASE_DEBUG=false
 RUN cargo build --release --locked -p rsigma-cli --bin rsigma \
  && cargo build --release --locked -p rsigma-operator --bin rsigma-operator
 

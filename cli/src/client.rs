@@ -4,8 +4,10 @@
 //! The address comes from `--addr`, else from `daemon.api.addr` of the config
 //! file, else [`DEFAULT_ADDR`]. It is `host:port` (or `host`, `[v6]`,
 //! `[v6]:port`) or a full `http://` / `https://` URL; see [`resolve_base`].
-//! Every failure (unreachable daemon, non-2xx answer, a body that is not JSON,
-//! bad TLS material) is an exit-code-3 [`CliError`].
+//! A `k8s://` address reaches a daemon pod in a cluster through a
+//! port-forward ([`crate::k8s`]). Every failure (unreachable daemon, non-2xx
+//! answer, a body that is not JSON, bad TLS material) is an exit-code-3
+//! [`CliError`].
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,6 +23,7 @@ use serde_json::Value;
 
 use crate::config::{ConfigArgs, ConfigFile};
 use crate::exit::CliError;
+use crate::k8s::{Forward, KubeArgs, Purpose, Target};
 
 /// The address used when neither `--addr` nor `daemon.api.addr` is set.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9090";
@@ -43,11 +46,16 @@ pub struct ClientArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
 
-    /// Daemon API address: host:port or a http:// or https:// URL. Default:
+    /// Daemon API address: host:port, a http:// or https:// URL, or
+    /// k8s://[CONTEXT@]NAMESPACE/ENGINE (also NAMESPACE/pod/NAME,
+    /// NAMESPACE/svc/NAME) through a kubeconfig port-forward. Default:
     /// daemon.api.addr from the config file, else 127.0.0.1:9090. Wildcard
     /// hosts (0.0.0.0, ::) mean the local machine.
     #[arg(long, value_name = "ADDR")]
     pub addr: Option<String>,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
 
     /// PEM file of the CA certificate(s) to trust for https, instead of the
     /// system's roots (for a daemon with a private CA).
@@ -63,34 +71,94 @@ pub struct ClientArgs {
     pub client_key: Option<PathBuf>,
 }
 
+/// How to reach one daemon: the HTTP client, the API's base URL and, for a
+/// `k8s://` address, the port-forward the requests go through.
+#[derive(Debug)]
+pub struct Connection {
+    /// The HTTP client.
+    pub http: Client,
+    /// The base URL of the daemon's API (always ending with `/`).
+    pub base: Url,
+    forward: Option<Forward>,
+}
+
+impl Connection {
+    /// Resolves the address (`--addr`, else the config file's, else the
+    /// default) and builds the client; `timeout` bounds each whole request
+    /// (`None`: a streaming request sets its own).
+    ///
+    /// A bare `host:port` uses `https` when the config file sets
+    /// `daemon.tls.cert` (the daemon then serves TLS), `http` otherwise. A
+    /// `k8s://` address opens a port-forward first.
+    pub fn open(
+        args: &ClientArgs,
+        config: &ConfigFile,
+        timeout: Option<Duration>,
+        purpose: Purpose,
+    ) -> Result<Connection, CliError> {
+        let target = args.addr.as_deref().and_then(Target::parse);
+        let Some(target) = target else {
+            let base = base_url(args.addr.as_deref(), config).map_err(CliError::config)?;
+            let http = build_http(args, timeout, None).map_err(CliError::config)?;
+            return Ok(Connection {
+                http,
+                base,
+                forward: None,
+            });
+        };
+        let target = target.map_err(CliError::config)?;
+        let forward = Forward::open(&target, &args.kube, purpose)?;
+        let http = build_http(args, timeout, forward.resolve()).map_err(CliError::config)?;
+        Ok(Connection {
+            http,
+            base: forward.base(),
+            forward: Some(forward),
+        })
+    }
+
+    /// The daemon as messages name it: its base URL, or the pod and target
+    /// behind a port-forward.
+    pub fn describe(&self) -> String {
+        match &self.forward {
+            Some(forward) => format!("{} (port-forward {})", forward.describe(), self.base),
+            None => self.base.to_string(),
+        }
+    }
+
+    /// Why a request failed: the transport's reason, and the port-forward's
+    /// own failure when there is one.
+    pub fn failure(&self, reason: String) -> String {
+        match self.forward.as_ref().and_then(Forward::failure) {
+            Some(forward) => format!("{reason} ({forward})"),
+            None => reason,
+        }
+    }
+}
+
 /// A blocking client of one daemon's HTTP API.
 #[derive(Debug)]
 pub struct DaemonClient {
-    http: Client,
-    base: Url,
+    connection: Connection,
 }
 
 impl DaemonClient {
-    /// Loads the config file, resolves the address and builds the HTTP client.
-    ///
-    /// A bare `host:port` uses `https` when the config file sets
-    /// `daemon.tls.cert` (the daemon then serves TLS), `http` otherwise.
+    /// Loads the config file, resolves the address and builds the HTTP client
+    /// (see [`Connection::open`]).
     pub fn new(args: &ClientArgs) -> Result<DaemonClient, CliError> {
         let config = args.config.load()?;
-        let base = base_url(args.addr.as_deref(), &config).map_err(CliError::config)?;
-        let http = build_http(args, Some(REQUEST_TIMEOUT)).map_err(CliError::config)?;
-        Ok(DaemonClient { http, base })
+        let connection = Connection::open(args, &config, Some(REQUEST_TIMEOUT), Purpose::Api)?;
+        Ok(DaemonClient { connection })
     }
 
-    /// The base URL of the daemon's API (always ending with `/`).
-    pub fn base(&self) -> &Url {
-        &self.base
+    /// The daemon as messages name it (see [`Connection::describe`]).
+    pub fn describe(&self) -> String {
+        self.connection.describe()
     }
 
     /// `GET {base}/api/v1/status`: the daemon's status object.
     pub fn status(&self) -> Result<Value, CliError> {
         let url = self.endpoint("api/v1/status", &[])?;
-        self.send("GET", &url, self.http.get(url.clone()))
+        self.send("GET", &url, self.connection.http.get(url.clone()))
     }
 
     /// `POST {base}/api/v1/reload` (with `?expected_hash=HASH` when given).
@@ -100,15 +168,15 @@ impl DaemonClient {
             .into_iter()
             .collect();
         let url = self.endpoint("api/v1/reload", &query)?;
-        self.send("POST", &url, self.http.post(url.clone()))
+        self.send("POST", &url, self.connection.http.post(url.clone()))
     }
 
     /// `{base}{path}` with `query` appended.
     fn endpoint(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, CliError> {
-        let mut url = self
-            .base
+        let base = &self.connection.base;
+        let mut url = base
             .join(path)
-            .with_context(|| format!("invalid API URL {}{path}", self.base))
+            .with_context(|| format!("invalid API URL {base}{path}"))
             .map_err(CliError::config)?;
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
@@ -119,12 +187,12 @@ impl DaemonClient {
     /// Sends `request` and returns its JSON body, or an error describing why
     /// the daemon could not be reached, answered non-2xx, or sent non-JSON.
     fn send(&self, method: &str, url: &Url, request: RequestBuilder) -> Result<Value, CliError> {
-        let base = &self.base;
+        let base = self.describe();
         let target = request_target(url);
         let response = request.send().map_err(|err| {
             CliError::config(anyhow!(
                 "could not reach the rsigma daemon at {base}: {}",
-                reason(&err)
+                self.connection.failure(reason(&err))
             ))
         })?;
         let status = response.status();
@@ -268,11 +336,19 @@ fn url_host(ip: IpAddr) -> String {
 /// Builds the HTTP client: the connect timeout, the overall request timeout
 /// (`None` for none: a streaming request sets its own), plus the optional CA
 /// and client identity.
-pub(crate) fn build_http(args: &ClientArgs, timeout: Option<Duration>) -> anyhow::Result<Client> {
+/// `resolve` maps a host name to the local end of a port-forward.
+pub(crate) fn build_http(
+    args: &ClientArgs,
+    timeout: Option<Duration>,
+    resolve: Option<(&str, SocketAddr)>,
+) -> anyhow::Result<Client> {
     let mut builder = Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(timeout)
         .user_agent(concat!("rsigma/", env!("CARGO_PKG_VERSION")));
+    if let Some((host, addr)) = resolve {
+        builder = builder.resolve(host, addr);
+    }
     if let Some(path) = &args.ca_cert {
         let pem = read_pem(path, "--ca-cert")?;
         let certs = Certificate::from_pem_bundle(&pem)
@@ -475,8 +551,11 @@ mod tests {
     #[test]
     fn endpoints_join_under_the_base() {
         let client = DaemonClient {
-            http: Client::new(),
-            base: resolve_base("https://proxy.example/rsigma", false).unwrap(),
+            connection: Connection {
+                http: Client::new(),
+                base: resolve_base("https://proxy.example/rsigma", false).unwrap(),
+                forward: None,
+            },
         };
         assert_eq!(
             client.endpoint("api/v1/status", &[]).unwrap().as_str(),

@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod diag;
 mod exit;
+mod k8s;
 mod options;
 
 use std::process::ExitCode;

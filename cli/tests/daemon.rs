@@ -20,7 +20,7 @@ use tempfile::TempDir;
 use common::{expected_sample_detections, json_stream, titles_by_record_id};
 use daemon_support::{
     DaemonCommand, documented_rules_digest, install_fixture, is_sha256_hex, multiset, parse_ndjson,
-    read_ndjson, rsigma_in, rule_title,
+    read_ndjson, rsigma_in, rule_title, write_atomically,
 };
 
 /// The metric families the daemon documents.
@@ -350,6 +350,49 @@ fn a_new_rule_file_is_picked_up_by_the_watcher() {
     let records = daemon.wait_records(&out, 1);
     assert_eq!(marker_hits(&records), vec![hit(BETA, 2)]);
     assert_eq!(daemon.metrics().get("rsigma_reloads_failed_total"), 0.0);
+    daemon.stop();
+}
+
+#[test]
+fn file_events_over_unchanged_content_are_no_reload() {
+    let dir = tempdir();
+    let rules = rules_dir(dir.path(), &["marker_alpha.yml"]);
+    let mut daemon = DaemonCommand::new(dir.path())
+        .arg("-r")
+        .arg(&rules)
+        .args(["--input", "http", "--output", "stdout"])
+        .start();
+    daemon.wait_watching();
+    // A real change first, so that last_reload is set.
+    install_fixture("marker_beta.yml", &rules.join("marker_beta.yml"));
+    let reloaded = daemon.wait_for("the new rule to be loaded", |d| {
+        let status = d.try_status()?;
+        (status["rules"]["detection"] == json!(2)).then_some(status)
+    });
+    let reloads = daemon.metrics().get("rsigma_reloads_total");
+
+    // What the kubelet does on every volume sync: the same content written
+    // again (atomic replace) and its mode changed.
+    let file = rules.join("marker_alpha.yml");
+    let content = std::fs::read(&file).unwrap();
+    write_atomically(&file, &content);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    daemon.wait_for("the unchanged file events to be counted", |d| {
+        (d.metrics().get("rsigma_reloads_unchanged_total") >= 1.0).then_some(())
+    });
+    let status = daemon.status();
+    assert_eq!(status["last_reload"], reloaded["last_reload"], "{status}");
+    assert_eq!(status["rules_hash"], reloaded["rules_hash"]);
+    assert_eq!(daemon.metrics().get("rsigma_reloads_total"), reloads);
+
+    // A change of content still reloads.
+    fs::remove_file(rules.join("marker_beta.yml")).unwrap();
+    daemon.wait_for("the removed rule to be unloaded", |d| {
+        let status = d.try_status()?;
+        (status["rules"]["detection"] == json!(1)).then_some(())
+    });
+    assert!(daemon.metrics().get("rsigma_reloads_total") > reloads);
     daemon.stop();
 }
 

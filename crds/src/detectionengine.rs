@@ -2,7 +2,10 @@
 //! the `SigmaRuleSet`s it selects.
 
 use k8s_openapi::{
-    api::core::v1::{ResourceRequirements, SecretKeySelector},
+    api::core::v1::{
+        Affinity, EnvFromSource, EnvVar, LocalObjectReference, ResourceRequirements,
+        SecretKeySelector, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
+    },
     apimachinery::pkg::{
         api::resource::Quantity,
         apis::meta::v1::{Condition, LabelSelector},
@@ -105,9 +108,12 @@ pub const MANAGED_FLAGS: &[&str] = &[
     }
 ]))]
 pub struct DetectionEngineSpec {
-    /// Container image of the rsigma daemon.
+    /// Container image of the rsigma daemon. Absent: the operator's default
+    /// daemon image (`--default-daemon-image`, the chart's
+    /// `engineDefaults.image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
-    pub image: String,
+    pub image: Option<String>,
 
     /// Image pull policy. Absent: the Kubernetes default for the tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,13 +186,131 @@ pub struct DetectionEngineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,
+
+    /// Scheduling and pod-level settings of the daemon pods.
+    #[serde(default)]
+    pub pod: EnginePodSpec,
+
+    /// The engine's Service.
+    #[serde(default)]
+    pub service: EngineServiceSpec,
+
+    /// A PodDisruptionBudget for the daemon pods. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<DisruptionBudgetSpec>,
+}
+
+/// Pod-level settings of the daemon pods (the operator owns the container,
+/// its arguments, probes and security context).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnginePodSpec {
+    /// Extra labels of the pods (the operator's own labels win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra annotations of the pods (the operator's rules-hash and
+    /// Prometheus annotations win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Node labels the pods must run on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Node and pod affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// How the pods spread over topology domains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+
+    /// Secrets for pulling the daemon image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// Extra environment variables of the daemon container (secrets for
+    /// sinks, for example, from `valueFrom.secretKeyRef`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+
+    /// Extra environment sources of the daemon container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
+
+    /// Extra volumes of the pods (names `rules`, `tmp`, `tls`, `client-ca`
+    /// and `state` are the operator's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+
+    /// Extra mounts of the daemon container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+
+    /// Seconds a pod has to drain after SIGTERM. Absent: 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+/// Settings of the engine's Service.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineServiceSpec {
+    /// Service type. Absent: ClusterIP.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ServiceType>,
+
+    /// Annotations of the Service (for load balancers, meshes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Kubernetes Service type.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    /// A cluster-internal virtual IP.
+    ClusterIP,
+    /// ClusterIP plus a port on every node.
+    NodePort,
+    /// NodePort plus an external load balancer.
+    LoadBalancer,
+}
+
+/// A PodDisruptionBudget of the daemon pods: exactly one of the two fields.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.minAvailable) != has(self.maxUnavailable)",
+        "message": "set exactly one of minAvailable and maxUnavailable"
+    }
+]))]
+pub struct DisruptionBudgetSpec {
+    /// Pods that must stay available (a number or a percentage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+
+    /// Pods that may be unavailable (a number or a percentage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
 }
 
 impl DetectionEngineSpec {
     /// A spec with the given image and every other field at its default.
     pub fn with_image(image: impl Into<String>) -> Self {
         Self {
-            image: image.into(),
+            image: Some(image.into()),
             image_pull_policy: None,
             replicas: default_replicas(),
             resources: None,
@@ -199,6 +323,9 @@ impl DetectionEngineSpec {
             logsource: None,
             extra_args: Vec::new(),
             service_account_name: None,
+            pod: EnginePodSpec::default(),
+            service: EngineServiceSpec::default(),
+            pod_disruption_budget: None,
         }
     }
 }

@@ -21,9 +21,10 @@ pub mod selection;
 pub mod sigmaruleset;
 
 pub use detectionengine::{
-    DetectionEngine, DetectionEngineSpec, DetectionEngineStatus, ImagePullPolicy, InputSpec,
-    InputType, LogsourceSpec, MANAGED_FLAGS, NatsInputSpec, Persistence, PodRulesStatus, StateSpec,
-    TapSpec, TlsSpec, is_managed_flag,
+    DetectionEngine, DetectionEngineSpec, DetectionEngineStatus, DisruptionBudgetSpec,
+    EnginePodSpec, EngineServiceSpec, ImagePullPolicy, InputSpec, InputType, LogsourceSpec,
+    MANAGED_FLAGS, NatsInputSpec, Persistence, PodRulesStatus, ServiceType, StateSpec, TapSpec,
+    TlsSpec, is_managed_flag,
 };
 pub use sigmaruleset::{
     Binding, ConfigMapRuleRef, RuleErrorStatus, SigmaRuleSet, SigmaRuleSetSpec, SigmaRuleSetStatus,
@@ -47,6 +48,9 @@ pub mod conditions {
     pub const PROGRESSING: &str = "Progressing";
     /// DetectionEngine: every ready pod reports the desired rules hash.
     pub const RULES_IN_SYNC: &str = "RulesInSync";
+    /// DetectionEngine: some selected rule set is invalid, so the pods serve
+    /// its last valid content (or keep their rules when that is unknown).
+    pub const DEGRADED: &str = "Degraded";
     /// Condition status `True`.
     pub const TRUE: &str = "True";
     /// Condition status `False`.

@@ -40,49 +40,44 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
-const MANAGE: &[&str] = &[
-    "get", "list", "watch", "create", "patch", "update", "delete",
-];
+/// Objects the operator applies (server-side apply: `patch`, plus `create`
+/// when the object is new), watches as their owner and reads first.
+const APPLY_WATCHED: &[&str] = &["get", "list", "watch", "create", "patch"];
 
-/// What the operator needs in every namespace it watches. All of it is
-/// namespaced, so the same rules serve a ClusterRole (every namespace) or one
-/// Role per watched namespace.
+/// What the operator needs in every namespace it watches, and no more: each
+/// verb is one it calls. All of it is namespaced, so the same rules serve a
+/// ClusterRole (every namespace) or one Role per watched namespace.
 pub fn operator_rules() -> Vec<PolicyRule> {
     vec![
-        // Its own resources: read them, write their status, and set
-        // finalizers / owner references with blockOwnerDeletion.
-        rule(
-            &[GROUP],
-            &["sigmarulesets", "detectionengines"],
-            &["get", "list", "watch", "patch", "update"],
-        ),
+        rule(&[GROUP], &["sigmarulesets", "detectionengines"], READ),
         rule(
             &[GROUP],
             &["sigmarulesets/status", "detectionengines/status"],
-            &["get", "patch", "update"],
+            &["patch"],
         ),
-        rule(
-            &[GROUP],
-            &["sigmarulesets/finalizers", "detectionengines/finalizers"],
-            &["update"],
-        ),
-        // What it creates for an engine.
+        // ownerReferences with blockOwnerDeletion need update on the
+        // owner's finalizers (OwnerReferencesPermissionEnforcement).
+        rule(&[GROUP], &["detectionengines/finalizers"], &["update"]),
+        rule(&[""], &["configmaps", "services"], APPLY_WATCHED),
+        rule(&["apps"], &["deployments"], APPLY_WATCHED),
+        // Deleted when no longer desired (a user-provided account named, persistence or the budget switched off).
         rule(
             &[""],
-            &[
-                "configmaps",
-                "services",
-                "serviceaccounts",
-                "persistentvolumeclaims",
-            ],
-            MANAGE,
+            &["serviceaccounts"],
+            &["get", "list", "watch", "create", "patch", "delete"],
         ),
-        rule(&["apps"], &["deployments"], MANAGE),
-        // Engine pods: readiness and addresses for the rules-hash check.
-        rule(&[""], &["pods"], READ),
-        // Events (kube's Recorder writes events.k8s.io/v1; core for older tools).
+        rule(
+            &[""],
+            &["persistentvolumeclaims"],
+            &["get", "create", "patch", "delete"],
+        ),
+        rule(
+            &["policy"],
+            &["poddisruptionbudgets"],
+            &["get", "create", "patch", "delete"],
+        ),
+        rule(&[""], &["pods"], &["list", "watch"]),
         rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
-        rule(&[""], &["events"], &["create", "patch"]),
     ]
 }
 
@@ -95,13 +90,18 @@ pub fn leader_election_rules() -> Vec<PolicyRule> {
     )]
 }
 
-/// `rsigma-debug`: read the custom resources, find a ready engine pod and
-/// port-forward to it (what `rsigma engine status` and `rsigma engine tap`
-/// need). Bind it per namespace with a RoleBinding.
+/// `rsigma-debug`: exactly what `rsigma engine status|tap` and `rsigma config
+/// reload` need for a `k8s://` address: read the engine, find a ready pod
+/// (also behind a Service) and port-forward to it. Bind it per namespace with
+/// a RoleBinding.
 pub fn debug_rules() -> Vec<PolicyRule> {
     vec![
-        rule(&[GROUP], &["sigmarulesets", "detectionengines"], READ),
+        rule(&[GROUP], &["detectionengines"], &["get"]),
         rule(&[""], &["pods"], &["get", "list"]),
+        rule(&[""], &["services"], &["get"]),
+        // A WebSocket port-forward (kube-rs, kubectl 1.30+) is a GET, which
+        // servers before 1.31 authorize as `get`, later ones as `create`;
+        // SPDY (older kubectl) is a POST: `create`.
         rule(&[""], &["pods/portforward"], &["get", "create"]),
     ]
 }

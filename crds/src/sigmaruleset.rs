@@ -159,6 +159,17 @@ pub struct SigmaRuleSetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_hash: Option<String>,
 
+    /// The generation of the content engines serve: the current one while
+    /// it is valid, else the last valid one (engines keep serving that
+    /// content while the current generation is invalid). Unset until the set
+    /// was valid once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_generation: Option<i64>,
+
+    /// `contentHash` of the content engines serve (see `servingGeneration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_content_hash: Option<String>,
+
     /// One entry per DetectionEngine that selects this set, removed when it
     /// stops selecting it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

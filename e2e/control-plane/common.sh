@@ -7,8 +7,8 @@
 
 KUBE_VERSION=v1.20.2
 # Bumped whenever build.sh changes what it builds; a cached binary whose stamp
-# (KUBE_APISERVER.recipe) differs is rebuilt. 2: vendored reflect2 1.0.2.
-KUBE_APISERVER_RECIPE=2
+# (BINARY.recipe) differs is rebuilt. 2: vendored reflect2 1.0.2.
+KUBE_RECIPE=2
 RSIGMA_CACHE=${RSIGMA_CACHE:-${HOME:-/root}/.cache/rsigma}
 KUBE_APISERVER=${KUBE_APISERVER:-$RSIGMA_CACHE/kube-apiserver-$KUBE_VERSION}
 ETCD=${ETCD:-$(command -v etcd 2>/dev/null || echo /usr/bin/etcd)}
@@ -22,12 +22,25 @@ cp_apt_get() {
     fi
 }
 
-# True when the kube-apiserver binary exists, reports the expected version
-# and was built by the current recipe of build.sh.
-cp_apiserver_ok() {
-    [[ -x $KUBE_APISERVER ]] &&
-        "$KUBE_APISERVER" --version 2>/dev/null | grep -qx "Kubernetes $KUBE_VERSION" &&
-        [[ $(cat "$KUBE_APISERVER.recipe" 2>/dev/null) == "$KUBE_APISERVER_RECIPE" ]]
+# Path of the cached build of COMMAND (kube-apiserver, kubelet, ..., pause).
+kube_bin() {
+    if [[ $1 == kube-apiserver ]]; then
+        echo "$KUBE_APISERVER"
+    else
+        echo "$RSIGMA_CACHE/$1-$KUBE_VERSION"
+    fi
+}
+
+# True when the cached COMMAND exists, reports the expected version (pause has
+# none: it must be executable) and was built by the current recipe of build.sh.
+kube_bin_ok() {
+    local bin
+    bin=$(kube_bin "$1")
+    [[ -x $bin ]] || return 1
+    if [[ $1 != pause ]]; then
+        "$bin" --version 2>/dev/null | grep -qx "Kubernetes $KUBE_VERSION" || return 1
+    fi
+    [[ $(cat "$bin.recipe" 2>/dev/null) == "$KUBE_RECIPE" ]]
 }
 
 # True while process $1 exists and is not a zombie (a zombie still passes kill -0).

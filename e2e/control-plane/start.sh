@@ -21,7 +21,11 @@
 #   RSIGMA_CP_READY_TIMEOUT  seconds to wait for /readyz (default 60)
 #   RSIGMA_CP_OWNER_PID      if set, a watcher runs stop.sh DIR once that
 #                            process is gone (no leak when a test dies)
-#   RSIGMA_CP_APISERVER_ARGS extra kube-apiserver flags (word-split)
+#   RSIGMA_CP_APISERVER_ARGS extra kube-apiserver flags (word-split; they come
+#                            last, so they override the defaults above them)
+#   RSIGMA_CP_DISABLE_ADMISSION admission plugins to disable (default
+#                            ServiceAccount: without a controller-manager
+#                            no token is ever made; the real node sets "")
 #   RSIGMA_CP_PORT_RANGE     LO-HI: pick ports in [LO, HI) (default 10000 up
 #                            to the start of the ephemeral range)
 # Exit status: 0 ready; 1 failed (the message and log tails go to stderr);
@@ -197,7 +201,7 @@ start_apiserver() {
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
         --api-audiences=https://kubernetes.default.svc.cluster.local \
         --service-cluster-ip-range=10.0.0.0/24 \
-        --disable-admission-plugins=ServiceAccount \
+        --disable-admission-plugins="${RSIGMA_CP_DISABLE_ADMISSION-ServiceAccount}" \
         --allow-privileged=true \
         --profiling=false \
         ${RSIGMA_CP_APISERVER_ARGS:-} \

@@ -1,5 +1,7 @@
-//! The two controllers: `DetectionEngine` (objects, rules rollout, reloads,
-//! status) and `SigmaRuleSet` (validation, bindings, status).
+//! Running the two controllers, `DetectionEngine` ([`crate::engine`]:
+//! objects, rules rollout, reloads, status) and `SigmaRuleSet`
+//! ([`crate::rule_set`]: validation, bindings, status), and what their
+//! reconcilers share ([`Context`], applying objects, backoff).
 //!
 //! Both are kube-runtime [`Controller`]s. Failures back off per object UID
 //! exponentially and reset on success (kube-runtime has no per-object
@@ -12,44 +14,34 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt, future::BoxFuture};
+use futures::{Stream, StreamExt};
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
         apps::v1::Deployment,
-        core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount},
+        core::v1::{ConfigMap, Pod, Service, ServiceAccount},
     },
-    apimachinery::pkg::apis::meta::v1::Condition,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        events::{Event as KubeEvent, Recorder, Reporter},
         reflector::{self, ObjectRef, Store},
         watcher::{self, watcher},
     },
 };
-use rsigma_crds::{
-    Binding, DetectionEngine, DetectionEngineStatus, PodRulesStatus, RuleErrorStatus, SigmaRuleSet,
-    SigmaRuleSetStatus,
-    conditions::{APPLIED, FALSE, PROGRESSING, READY, RULES_IN_SYNC, TRUE, UNKNOWN, VALID},
-    selection::selector_matches,
-    short_hash,
-};
+use rsigma_crds::{DetectionEngine, RuleErrorStatus, SigmaRuleSet};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
+    engine,
     http::Metrics,
-    reload::{DaemonStatus, Endpoint, PodClient, PodSync, ReloadAnswer, SyncOptions, sync_pod},
-    resources::{
-        self, API_PORT, API_PORT_NAME, Aggregate, ENGINE_LABEL, FIELD_MANAGER,
-        MAX_CONFIG_MAP_BYTES, MaterializedRuleSet, RULES_HASH_ANNOTATION,
-    },
-    status::{apply_status, condition, find},
-    validate,
+    reload::{PodClient, SyncOptions},
+    resources::{ENGINE_LABEL, FIELD_MANAGER, MaterializedRuleSet},
+    rule_set, validate,
 };
 
 /// Engine condition (in addition to those of `rsigma_crds::conditions`):
@@ -57,12 +49,12 @@ use crate::{
 pub const RULE_SETS_SELECTED: &str = "RuleSetsSelected";
 
 /// List fields of the engine status (see [`apply_status`]).
-const ENGINE_LISTS: &[&str] = &["pods"];
+pub(crate) const ENGINE_LISTS: &[&str] = &["pods"];
 /// List fields of the rule set status.
-const RULE_SET_LISTS: &[&str] = &["bindings", "ruleErrors"];
+pub(crate) const RULE_SET_LISTS: &[&str] = &["bindings", "ruleErrors"];
 
 /// Most rule errors listed in a rule set's status.
-const MAX_RULE_ERRORS: usize = 100;
+pub(crate) const MAX_RULE_ERRORS: usize = 100;
 
 /// Errors of a reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +96,8 @@ pub struct OperatorConfig {
     /// Longest wait before watching again after a watch error (the API
     /// server restarting).
     pub watch_backoff_max: Duration,
+    /// Daemon image of engines whose spec names none.
+    pub default_daemon_image: Option<String>,
 }
 
 impl Default for OperatorConfig {
@@ -120,30 +114,53 @@ impl Default for OperatorConfig {
             instance: None,
             debounce: Duration::from_millis(200),
             watch_backoff_max: Duration::from_secs(10),
+            default_daemon_image: None,
         }
     }
 }
 
 /// What the reconcilers share.
 pub struct Context {
-    client: Client,
-    config: OperatorConfig,
+    pub(crate) client: Client,
+    pub(crate) config: OperatorConfig,
     recorder: Recorder,
-    metrics: Arc<Metrics>,
-    pods: Arc<dyn PodClient>,
-    cache: validate::Cache,
-    engines: Store<DetectionEngine>,
-    rule_sets: Store<SigmaRuleSet>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) pods: Arc<dyn PodClient>,
+    pub(crate) cache: validate::Cache,
+    pub(crate) engines: Store<DetectionEngine>,
+    pub(crate) rule_sets: Store<SigmaRuleSet>,
     /// Consecutive reconcile failures per object UID.
     failures: Mutex<HashMap<String, u32>>,
-    /// Per engine UID: (desired hash, attempts so far) of the pods' sync.
-    sync_attempts: Mutex<HashMap<String, (String, u32)>>,
+    /// Per engine UID: (desired hash, attempts so far, time waited so far)
+    /// of the pods' sync.
+    sync_attempts: Mutex<HashMap<String, (String, u32, Duration)>>,
     /// Per rule set UID: valid or not (the gauge).
     validity: Mutex<HashMap<String, bool>>,
     /// Per object (`Kind/namespace/name`): fingerprint of the last applied
     /// desired state and the resourceVersion it produced.
     applied: Mutex<HashMap<String, (u64, String)>>,
+    /// Per rule set UID: its last valid content, which engines keep serving
+    /// while the current content is invalid.
+    last_valid: Mutex<HashMap<String, Arc<LastValid>>>,
 }
+
+/// The last valid content of a rule set.
+#[derive(Debug)]
+pub(crate) struct LastValid {
+    /// The rule set's generation then.
+    pub(crate) generation: Option<i64>,
+    /// The content.
+    pub(crate) set: MaterializedRuleSet,
+}
+
+/// While pods have not confirmed a rules hash, they are asked again at most
+/// this far apart, for [`SYNC_POLL_WINDOW`] (the kubelet refreshes a mounted
+/// ConfigMap within its sync period plus its cache TTL, a minute each by
+/// default); after that the delay grows to `sync_backoff_max`.
+const SYNC_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// See [`SYNC_POLL_INTERVAL`].
+const SYNC_POLL_WINDOW: Duration = Duration::from_secs(180);
 
 impl Context {
     fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
@@ -167,35 +184,95 @@ impl Context {
         self.failures.lock().expect("lock").remove(uid);
     }
 
-    /// The delay before asking pods again for `hash` (grows per attempt).
-    fn next_sync_delay(&self, uid: &str, hash: &str) -> Duration {
+    /// The delay before asking pods again for `hash`: growing from
+    /// `sync_backoff_base` but at most [`SYNC_POLL_INTERVAL`] during the first
+    /// [`SYNC_POLL_WINDOW`] of a rollout (nothing else says when the kubelet
+    /// has refreshed the files), then up to `sync_backoff_max`.
+    pub(crate) fn next_sync_delay(&self, uid: &str, hash: &str) -> Duration {
         let mut attempts = self.sync_attempts.lock().expect("lock");
         let entry = attempts
             .entry(uid.to_owned())
-            .or_insert_with(|| (hash.to_owned(), 0));
+            .or_insert_with(|| (hash.to_owned(), 0, Duration::ZERO));
         if entry.0 != hash {
-            *entry = (hash.to_owned(), 0);
+            *entry = (hash.to_owned(), 0, Duration::ZERO);
         }
-        let delay = Self::backoff(
+        let grown = Self::backoff(
             self.config.sync_backoff_base,
             self.config.sync_backoff_max,
             entry.1,
         );
+        let delay = if entry.2 < SYNC_POLL_WINDOW {
+            grown.min(SYNC_POLL_INTERVAL)
+        } else {
+            grown
+        };
         entry.1 += 1;
+        entry.2 += delay;
         delay
     }
 
-    fn reset_sync(&self, uid: &str) {
+    /// Remembers `set` as the last valid content of the rule set `uid`.
+    pub(crate) fn remember_valid(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        set: &MaterializedRuleSet,
+    ) {
+        let mut last = self.last_valid.lock().expect("lock");
+        if last
+            .get(uid)
+            .is_some_and(|l| l.set.content_hash == set.content_hash && l.generation == generation)
+        {
+            return;
+        }
+        last.insert(
+            uid.to_owned(),
+            Arc::new(LastValid {
+                generation,
+                set: set.clone(),
+            }),
+        );
+        let live: std::collections::HashSet<String> = self
+            .rule_sets
+            .state()
+            .iter()
+            .filter_map(|r| r.uid())
+            .collect();
+        if !live.is_empty() {
+            last.retain(|k, _| live.contains(k) || k == uid);
+        }
+    }
+
+    /// The last valid content of the rule set `uid`, if this instance saw one.
+    pub(crate) fn last_valid(&self, uid: &str) -> Option<Arc<LastValid>> {
+        self.last_valid.lock().expect("lock").get(uid).cloned()
+    }
+
+    /// The resourceVersion the last apply of `K` `namespace/name` produced.
+    pub(crate) fn applied_version<K: Resource<DynamicType = ()>>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<String> {
+        let key = format!("{}/{namespace}/{name}", K::kind(&()));
+        self.applied
+            .lock()
+            .expect("lock")
+            .get(&key)
+            .map(|(_, version)| version.clone())
+    }
+
+    pub(crate) fn reset_sync(&self, uid: &str) {
         self.sync_attempts.lock().expect("lock").remove(uid);
     }
 
-    async fn publish(&self, object: &impl Resource<DynamicType = ()>, event: KubeEvent) {
+    pub(crate) async fn publish(&self, object: &impl Resource<DynamicType = ()>, event: KubeEvent) {
         if let Err(err) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(error = %err, reason = %event.reason, "cannot publish event");
         }
     }
 
-    fn update_validity(&self, uid: &str, valid: bool) {
+    pub(crate) fn update_validity(&self, uid: &str, valid: bool) {
         let mut validity = self.validity.lock().expect("lock");
         validity.insert(uid.to_owned(), valid);
         let live: std::collections::HashSet<String> = self
@@ -351,6 +428,7 @@ async fn run_scope(
         sync_attempts: Mutex::default(),
         validity: Mutex::default(),
         applied: Mutex::default(),
+        last_valid: Mutex::default(),
     });
     let managed =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
@@ -417,7 +495,7 @@ async fn run_scope(
             pod_engine,
         )
         .with_config(controller::Config::default().debounce(debounce))
-        .run(reconcile_engine, error_policy, ctx.clone())
+        .run(engine::reconcile_engine, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!(error = %error_chain(&err), "engine controller");
@@ -454,7 +532,7 @@ async fn run_scope(
             engine_rule_sets,
         )
         .with_config(controller::Config::default().debounce(debounce))
-        .run(reconcile_rule_set, error_policy, ctx.clone())
+        .run(rule_set::reconcile_rule_set, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!(error = %error_chain(&err), "rule set controller");
@@ -617,7 +695,7 @@ where
 /// Ends a reconcile: a success clears the object's failure count, and a
 /// not-found error is no failure when the object itself was deleted while
 /// it was being reconciled (`forget` then drops what is kept per uid).
-async fn conclude<K>(
+pub(crate) async fn conclude<K>(
     ctx: &Context,
     object: &K,
     result: Result<Action, Error>,
@@ -693,7 +771,7 @@ fn fingerprint(value: &serde_json::Value) -> u64 {
 /// normalises a value so that the comparison cannot see they are equal
 /// (a no-op apply still bumps the resourceVersion on some servers, and the
 /// watch on owned objects would turn that into a write loop).
-async fn apply_if_changed<K>(ctx: &Context, object: &K) -> Result<bool, Error>
+pub(crate) async fn apply_if_changed<K>(ctx: &Context, object: &K) -> Result<bool, Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -744,7 +822,7 @@ where
 }
 
 /// The ConfigMaps a rule set references, by name (missing ones left out).
-async fn fetch_config_maps(
+pub(crate) async fn fetch_config_maps(
     client: &Client,
     rule_set: &SigmaRuleSet,
 ) -> Result<BTreeMap<String, ConfigMap>, Error> {
@@ -762,7 +840,7 @@ async fn fetch_config_maps(
     Ok(out)
 }
 
-fn first_error(errors: &[RuleErrorStatus]) -> String {
+pub(crate) fn first_error(errors: &[RuleErrorStatus]) -> String {
     errors
         .first()
         .map(|e| {
@@ -778,806 +856,6 @@ fn first_error(errors: &[RuleErrorStatus]) -> String {
             s
         })
         .unwrap_or_default()
-}
-
-// ---------------------------------------------------------------------------
-// DetectionEngine
-// ---------------------------------------------------------------------------
-
-async fn reconcile_engine(
-    engine: Arc<DetectionEngine>,
-    ctx: Arc<Context>,
-) -> Result<Action, Error> {
-    ctx.metrics.reconciles.with_label_values(&["engine"]).inc();
-    if engine.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    // Never aggregate from a rule set cache that has not listed yet: that
-    // would roll out an empty rule set.
-    if ctx.rule_sets.wait_until_ready().await.is_err() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    let result = reconcile_engine_inner(&engine, &ctx).await;
-    // An engine's objects go with it through their owner references; its
-    // rollout state goes here.
-    conclude(&ctx, engine.as_ref(), result, |uid| ctx.reset_sync(uid)).await
-}
-
-/// A rule set selected by an engine, resolved and validated.
-struct Candidate {
-    set: MaterializedRuleSet,
-    validation: Arc<validate::Validation>,
-}
-
-/// Which of the valid rule sets load together, and what they make.
-struct Plan {
-    aggregate: Aggregate,
-    rejected: BTreeMap<String, String>,
-    /// Why nothing can be rolled out (the pods keep what they have).
-    blocking: Option<String>,
-}
-
-async fn plan(ctx: &Context, valid: &[&MaterializedRuleSet]) -> Plan {
-    let mut candidates: Vec<&MaterializedRuleSet> = valid.to_vec();
-    let mut rejected = BTreeMap::new();
-    loop {
-        let aggregate = resources::aggregate(&candidates);
-        let errors = ctx.cache.aggregate(&aggregate).await;
-        if errors.is_empty() {
-            let blocking = (aggregate.data_bytes() > MAX_CONFIG_MAP_BYTES).then(|| {
-                format!(
-                    "the rules take {} bytes, more than the {} a ConfigMap can hold",
-                    aggregate.data_bytes(),
-                    MAX_CONFIG_MAP_BYTES
-                )
-            });
-            return Plan {
-                aggregate,
-                rejected,
-                blocking,
-            };
-        }
-        if errors.by_rule_set.is_empty() {
-            return Plan {
-                aggregate,
-                rejected,
-                blocking: Some(errors.unattributed.join("; ")),
-            };
-        }
-        for (set, reasons) in &errors.by_rule_set {
-            rejected.insert(set.clone(), reasons.join("; "));
-            candidates.retain(|c| &c.name != set);
-        }
-    }
-}
-
-/// A pod of an engine and where its API answers.
-struct Target {
-    name: String,
-    ready: bool,
-    endpoint: Option<Endpoint>,
-}
-
-fn targets(engine: &DetectionEngine, pods: Vec<Pod>) -> Vec<Target> {
-    let scheme = if engine.spec.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let mut out: Vec<Target> = pods
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            !matches!(phase, Some("Succeeded" | "Failed"))
-        })
-        .map(|p| {
-            let name = p.name_any();
-            let status = p.status.clone().unwrap_or_default();
-            let ready = status
-                .conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            let port = p
-                .spec
-                .iter()
-                .flat_map(|s| s.containers.iter())
-                .flat_map(|c| c.ports.iter().flatten())
-                .find(|port| port.name.as_deref() == Some(API_PORT_NAME))
-                .map(|port| port.container_port)
-                .unwrap_or(API_PORT);
-            let endpoint = status.pod_ip.filter(|ip| !ip.is_empty()).map(|ip| {
-                let host = if ip.contains(':') {
-                    format!("[{ip}]")
-                } else {
-                    ip
-                };
-                Endpoint {
-                    pod: name.clone(),
-                    base_url: format!("{scheme}://{host}:{port}"),
-                }
-            });
-            Target {
-                name,
-                ready,
-                endpoint,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
-
-/// Counts reload calls in the metrics.
-struct Counting<'a> {
-    inner: &'a dyn PodClient,
-    metrics: &'a Metrics,
-}
-
-impl PodClient for Counting<'_> {
-    fn status<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<DaemonStatus, String>> {
-        self.inner.status(endpoint)
-    }
-    fn reload<'a>(
-        &'a self,
-        endpoint: &'a Endpoint,
-        expected_hash: &'a str,
-    ) -> BoxFuture<'a, Result<ReloadAnswer, String>> {
-        self.metrics.reload_attempts.inc();
-        self.inner.reload(endpoint, expected_hash)
-    }
-}
-
-async fn reconcile_engine_inner(engine: &DetectionEngine, ctx: &Context) -> Result<Action, Error> {
-    let ns = engine.namespace().unwrap_or_default();
-    let name = engine.name_any();
-    let uid = engine.uid().unwrap_or_default();
-    let generation = engine.metadata.generation;
-    let api: Api<DetectionEngine> = Api::namespaced(ctx.client.clone(), &ns);
-    let previous = engine.status.clone().unwrap_or_default();
-    let prev_conditions = previous.conditions.clone();
-    let cond = |type_: &str, status: &str, reason: &str, message: String| {
-        condition(&prev_conditions, type_, status, reason, message, generation)
-    };
-
-    // 1. The spec.
-    let mut spec_error = resources::check_spec(engine).err();
-    if spec_error.is_none()
-        && let Some(selector) = &engine.spec.rule_set_selector
-        && let Err(err) = selector_matches(selector, &BTreeMap::new())
-    {
-        spec_error = Some(format!("ruleSetSelector: {err}"));
-    }
-    if let Some(message) = spec_error {
-        tracing::warn!(namespace = %ns, %name, %message, "invalid engine spec");
-        let mut status = previous.clone();
-        status.observed_generation = generation;
-        let mut conditions = vec![
-            cond(READY, FALSE, "InvalidSpec", message.clone()),
-            cond(PROGRESSING, FALSE, "InvalidSpec", message),
-        ];
-        conditions.extend(
-            previous
-                .conditions
-                .iter()
-                .filter(|c| c.type_ != READY && c.type_ != PROGRESSING)
-                .cloned(),
-        );
-        status.conditions = conditions;
-        apply_status(&api, engine, engine.status.as_ref(), &status, ENGINE_LISTS).await?;
-        return Ok(Action::await_change());
-    }
-
-    // 2. The rule sets it selects, resolved and validated.
-    let mut selected: Vec<Arc<SigmaRuleSet>> = ctx
-        .rule_sets
-        .state()
-        .into_iter()
-        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|rs| engine.selects(rs).unwrap_or(false))
-        .collect();
-    selected.sort_by_key(|rs| rs.name_any());
-    let mut candidates = Vec::with_capacity(selected.len());
-    for rs in &selected {
-        let config_maps = fetch_config_maps(&ctx.client, rs).await?;
-        let set = resources::materialize(rs, &config_maps);
-        let validation = ctx.cache.rule_set(&set).await;
-        candidates.push(Candidate { set, validation });
-    }
-    let valid: Vec<&MaterializedRuleSet> = candidates
-        .iter()
-        .filter(|c| c.validation.is_valid())
-        .map(|c| &c.set)
-        .collect();
-    let plan = plan(ctx, &valid).await;
-
-    // 3. The objects.
-    let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let cm_name = resources::rules_config_map_name(&name);
-    let live_cm = cm_api.get_opt(&cm_name).await?;
-    let live_hash = live_cm
-        .as_ref()
-        .and_then(|cm| cm.annotations().get(RULES_HASH_ANNOTATION).cloned());
-    let previously_rejected = live_cm
-        .as_ref()
-        .map(|cm| resources::read_config_map_annotations(cm).1)
-        .unwrap_or_default();
-    let desired_hash: Option<String> = if plan.blocking.is_some() {
-        live_hash.clone()
-    } else {
-        let annotations =
-            resources::config_map_annotations(&plan.aggregate.rule_sets, &plan.rejected);
-        let desired = resources::desired(engine, &plan.aggregate, annotations);
-        apply_if_changed(ctx, &desired.config_map).await?;
-        apply_if_changed(ctx, &desired.deployment).await?;
-        apply_if_changed(ctx, &desired.service).await?;
-        if let Some(sa) = &desired.service_account {
-            apply_if_changed(ctx, sa).await?;
-        }
-        if let Some(pvc) = &desired.pvc {
-            apply_if_changed::<PersistentVolumeClaim>(ctx, pvc).await?;
-        }
-        if live_hash.as_deref() != Some(plan.aggregate.rules_hash.as_str()) {
-            tracing::info!(
-                namespace = %ns, %name,
-                rules_hash = %plan.aggregate.rules_hash,
-                rule_sets = plan.aggregate.rule_sets.len(),
-                "rules updated"
-            );
-            ctx.publish(
-                engine,
-                KubeEvent {
-                    type_: EventType::Normal,
-                    reason: "RulesUpdated".into(),
-                    note: Some(format!(
-                        "rules hash {} from {} rule set(s)",
-                        short_hash(&plan.aggregate.rules_hash),
-                        plan.aggregate.rule_sets.len()
-                    )),
-                    action: "UpdateRules".into(),
-                    secondary: None,
-                },
-            )
-            .await;
-        }
-        Some(plan.aggregate.rules_hash.clone())
-    };
-    for (set, reason) in &plan.rejected {
-        if previously_rejected.get(set) != Some(reason) {
-            ctx.publish(
-                engine,
-                KubeEvent {
-                    type_: EventType::Warning,
-                    reason: "RuleSetRejected".into(),
-                    note: Some(format!("rule set {set} left out: {reason}")),
-                    action: "AggregateRules".into(),
-                    secondary: None,
-                },
-            )
-            .await;
-        }
-    }
-    if let Some(blocking) = &plan.blocking {
-        tracing::warn!(namespace = %ns, %name, reason = %blocking, "rules not rolled out");
-    }
-
-    // 4. The pods: reload and confirm.
-    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods = pod_api
-        .list(&ListParams::default().labels(&resources::selector_string(&name)))
-        .await?
-        .items;
-    let targets = targets(engine, pods);
-    let counting = Counting {
-        inner: ctx.pods.as_ref(),
-        metrics: &ctx.metrics,
-    };
-    let outcomes: Vec<Option<PodSync>> = match &desired_hash {
-        Some(hash) => {
-            futures::future::join_all(targets.iter().map(|t| {
-                let counting = &counting;
-                async move {
-                    match &t.endpoint {
-                        Some(ep) => Some(sync_pod(counting, ep, hash, ctx.config.sync).await),
-                        None => None,
-                    }
-                }
-            }))
-            .await
-        }
-        None => targets.iter().map(|_| None).collect(),
-    };
-    let mut pods_status = Vec::new();
-    let mut failed = Vec::new();
-    let mut waiting = Vec::new();
-    let mut in_sync = 0usize;
-    for (t, outcome) in targets.iter().zip(&outcomes) {
-        let (rules_hash, message) = match (outcome, &desired_hash) {
-            (Some(o), Some(h)) => (o.loaded_hash(h).map(str::to_owned), o.message()),
-            (None, _) if t.endpoint.is_none() => (None, Some("no pod IP yet".to_owned())),
-            _ => (None, None),
-        };
-        match outcome {
-            Some(PodSync::InSync { reloaded }) => {
-                in_sync += 1;
-                if *reloaded {
-                    tracing::info!(namespace = %ns, engine = %name, pod = %t.name, "pod reloaded the rules");
-                }
-            }
-            Some(PodSync::Failed { error, .. }) => {
-                ctx.metrics.reload_failures.inc();
-                failed.push(format!("pod {}: {error}", t.name));
-            }
-            Some(other) => waiting.push(format!(
-                "pod {}: {}",
-                t.name,
-                other.message().unwrap_or_default()
-            )),
-            None => waiting.push(format!(
-                "pod {}: {}",
-                t.name,
-                message
-                    .clone()
-                    .unwrap_or_else(|| "not reachable yet".to_owned())
-            )),
-        }
-        pods_status.push(PodRulesStatus {
-            name: t.name.clone(),
-            rules_hash,
-            ready: t.ready,
-            message,
-        });
-    }
-
-    // 5. Status.
-    let n_pods = targets.len();
-    let n_ready = targets.iter().filter(|t| t.ready).count();
-    let replicas = engine.spec.replicas.max(0) as usize;
-    let hash_short = desired_hash.as_deref().map(short_hash).unwrap_or_default();
-    let rules_in_sync = if let Some(blocking) = &plan.blocking {
-        cond(
-            RULES_IN_SYNC,
-            FALSE,
-            "InvalidRules",
-            format!(
-                "the selected rule sets cannot be rolled out; the pods keep their current rules: {blocking}"
-            ),
-        )
-    } else if n_pods == 0 {
-        cond(
-            RULES_IN_SYNC,
-            UNKNOWN,
-            "NoPods",
-            "no running pod of the engine yet".to_owned(),
-        )
-    } else if !failed.is_empty() {
-        cond(
-            RULES_IN_SYNC,
-            FALSE,
-            "ReloadFailed",
-            format!(
-                "{} of {n_pods} pods cannot load rules hash {hash_short} and keep their previous rules: {}",
-                failed.len(),
-                failed.join("; ")
-            ),
-        )
-    } else if in_sync < n_pods {
-        cond(
-            RULES_IN_SYNC,
-            FALSE,
-            "Reloading",
-            format!(
-                "{in_sync} of {n_pods} pods report rules hash {hash_short}; {}",
-                waiting.join("; ")
-            ),
-        )
-    } else {
-        cond(
-            RULES_IN_SYNC,
-            TRUE,
-            "InSync",
-            format!("all {n_pods} pods report rules hash {hash_short}"),
-        )
-    };
-    let ready = if replicas == 0 {
-        cond(
-            READY,
-            TRUE,
-            "ScaledToZero",
-            "no replicas requested".to_owned(),
-        )
-    } else if n_ready >= replicas {
-        cond(
-            READY,
-            TRUE,
-            "ReplicasReady",
-            format!("{n_ready}/{replicas} pods ready"),
-        )
-    } else {
-        cond(
-            READY,
-            FALSE,
-            "ReplicasNotReady",
-            format!("{n_ready}/{replicas} pods ready"),
-        )
-    };
-    let progressing = match (ready.status.as_str(), rules_in_sync.reason.as_str()) {
-        (_, "Reloading") => cond(
-            PROGRESSING,
-            TRUE,
-            "RulesChanging",
-            rules_in_sync.message.clone(),
-        ),
-        (FALSE, _) => cond(PROGRESSING, TRUE, "RollingOut", ready.message.clone()),
-        _ => cond(PROGRESSING, FALSE, "Stable", "nothing under way".to_owned()),
-    };
-    let selected_condition = rule_sets_condition(&cond, &ns, &candidates, &plan);
-    let status = DetectionEngineStatus {
-        observed_generation: generation,
-        conditions: vec![
-            ready,
-            progressing,
-            rules_in_sync.clone(),
-            selected_condition,
-        ],
-        replicas: Some(n_pods as i32),
-        ready_replicas: Some(n_ready as i32),
-        selector: Some(resources::selector_string(&name)),
-        desired_rules_hash: desired_hash.clone(),
-        pods: pods_status,
-    };
-    let previous_sync = find(&previous.conditions, RULES_IN_SYNC);
-    if rules_in_sync.reason == "ReloadFailed"
-        && previous_sync.map(|c| (&c.reason, &c.message))
-            != Some((&rules_in_sync.reason, &rules_in_sync.message))
-    {
-        ctx.publish(
-            engine,
-            KubeEvent {
-                type_: EventType::Warning,
-                reason: "ReloadFailed".into(),
-                note: Some(rules_in_sync.message.chars().take(1000).collect()),
-                action: "ReloadRules".into(),
-                secondary: None,
-            },
-        )
-        .await;
-    }
-    if apply_status(&api, engine, engine.status.as_ref(), &status, ENGINE_LISTS).await? {
-        tracing::info!(
-            namespace = %ns, %name,
-            rules_in_sync = %rules_in_sync.status,
-            reason = %rules_in_sync.reason,
-            "engine status updated"
-        );
-    }
-
-    // 6. When to look again.
-    let resync = ctx.config.resync;
-    Ok(
-        // Settled (or nothing a retry could change): the periodic resync.
-        if plan.blocking.is_some() || n_pods == 0 || desired_hash.is_none() || in_sync == n_pods {
-            ctx.reset_sync(&uid);
-            Action::requeue(resync)
-        } else {
-            let delay = ctx.next_sync_delay(&uid, desired_hash.as_deref().unwrap_or_default());
-            Action::requeue(delay)
-        },
-    )
-}
-
-fn rule_sets_condition(
-    cond: &impl Fn(&str, &str, &str, String) -> Condition,
-    ns: &str,
-    candidates: &[Candidate],
-    plan: &Plan,
-) -> Condition {
-    if candidates.is_empty() {
-        return cond(
-            RULE_SETS_SELECTED,
-            FALSE,
-            "NoRuleSets",
-            format!(
-                "no SigmaRuleSet in namespace {ns} is selected by this engine: it runs with no rules"
-            ),
-        );
-    }
-    let loaded: Vec<&String> = plan.aggregate.rule_sets.keys().collect();
-    let mut left_out: Vec<String> = candidates
-        .iter()
-        .filter(|c| !c.validation.is_valid())
-        .map(|c| {
-            format!(
-                "{} (invalid: {})",
-                c.set.name,
-                first_error(&c.validation.errors)
-            )
-        })
-        .collect();
-    left_out.extend(
-        plan.rejected
-            .iter()
-            .map(|(set, reason)| format!("{set} (does not load with the others: {reason})")),
-    );
-    let mut message = format!(
-        "{} of {} selected rule sets loaded",
-        loaded.len(),
-        candidates.len()
-    );
-    if !loaded.is_empty() {
-        message.push_str(": ");
-        message.push_str(
-            &loaded
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
-    }
-    if !left_out.is_empty() {
-        message.push_str("; left out: ");
-        message.push_str(&left_out.join("; "));
-    }
-    if loaded.is_empty() {
-        cond(RULE_SETS_SELECTED, FALSE, "NoValidRuleSets", message)
-    } else {
-        cond(RULE_SETS_SELECTED, TRUE, "RuleSetsLoaded", message)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// SigmaRuleSet
-// ---------------------------------------------------------------------------
-
-async fn reconcile_rule_set(
-    rule_set: Arc<SigmaRuleSet>,
-    ctx: Arc<Context>,
-) -> Result<Action, Error> {
-    ctx.metrics.reconciles.with_label_values(&["ruleset"]).inc();
-    if rule_set.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    if ctx.engines.wait_until_ready().await.is_err() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    let result = reconcile_rule_set_inner(&rule_set, &ctx).await;
-    conclude(&ctx, rule_set.as_ref(), result, |_| {}).await
-}
-
-async fn reconcile_rule_set_inner(rule_set: &SigmaRuleSet, ctx: &Context) -> Result<Action, Error> {
-    let ns = rule_set.namespace().unwrap_or_default();
-    let name = rule_set.name_any();
-    let generation = rule_set.metadata.generation;
-    let api: Api<SigmaRuleSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let previous = rule_set.status.clone().unwrap_or_default();
-    let prev_conditions = previous.conditions.clone();
-    let cond = |type_: &str, status: &str, reason: &str, message: String| {
-        condition(&prev_conditions, type_, status, reason, message, generation)
-    };
-
-    let config_maps = fetch_config_maps(&ctx.client, rule_set).await?;
-    let set = resources::materialize(rule_set, &config_maps);
-    let validation = ctx.cache.rule_set(&set).await;
-    let mut errors = validation.errors.clone();
-    if let Some(selector) = &rule_set.spec.engine_selector
-        && let Err(err) = selector_matches(selector, &BTreeMap::new())
-    {
-        errors.insert(
-            0,
-            RuleErrorStatus {
-                document: Some("engineSelector".to_owned()),
-                rule: None,
-                reason: err.to_string(),
-            },
-        );
-    }
-    if rule_set.spec.rules.is_empty() && rule_set.spec.config_map_refs.is_empty() {
-        errors.insert(
-            0,
-            RuleErrorStatus {
-                document: None,
-                rule: None,
-                reason: "a SigmaRuleSet needs at least one inline rule or ConfigMap reference"
-                    .to_owned(),
-            },
-        );
-    }
-    let valid = errors.is_empty();
-    ctx.update_validity(&rule_set.uid().unwrap_or_default(), valid);
-
-    let valid_condition = if valid {
-        cond(
-            VALID,
-            TRUE,
-            "RulesValid",
-            format!(
-                "{} detection, {} correlation and {} filter rules parsed and compiled",
-                validation.detection_count, validation.correlation_count, validation.filter_count
-            ),
-        )
-    } else {
-        cond(
-            VALID,
-            FALSE,
-            "InvalidRules",
-            format!(
-                "{} problem(s); the rule set is not loaded by any engine until fixed. First: {}",
-                errors.len(),
-                first_error(&errors)
-            ),
-        )
-    };
-
-    // Bindings: one per engine that selects the set.
-    let mut engines: Vec<Arc<DetectionEngine>> = ctx
-        .engines
-        .state()
-        .into_iter()
-        .filter(|e| e.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|e| e.selects(rule_set).unwrap_or(false))
-        .collect();
-    engines.sort_by_key(|e| e.name_any());
-    let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut bindings = Vec::new();
-    for engine in &engines {
-        let engine_name = engine.name_any();
-        let prev_binding: Vec<Condition> = previous
-            .bindings
-            .iter()
-            .find(|b| b.engine == engine_name)
-            .map(|b| b.conditions.clone())
-            .unwrap_or_default();
-        let bcond = |status: &str, reason: &str, message: String| {
-            condition(&prev_binding, APPLIED, status, reason, message, generation)
-        };
-        let cm = cm_api
-            .get_opt(&resources::rules_config_map_name(&engine_name))
-            .await?;
-        let (included, rejected) = cm
-            .as_ref()
-            .map(resources::read_config_map_annotations)
-            .unwrap_or_default();
-        let cm_hash = cm
-            .as_ref()
-            .and_then(|cm| cm.annotations().get(RULES_HASH_ANNOTATION).cloned());
-        let engine_status = engine.status.clone().unwrap_or_default();
-        let sync = find(&engine_status.conditions, RULES_IN_SYNC);
-        let condition = if !valid {
-            bcond(
-                FALSE,
-                "Invalid",
-                "not loaded: the rule set is invalid".to_owned(),
-            )
-        } else if let Some(reason) = rejected.get(&name) {
-            bcond(
-                FALSE,
-                "Rejected",
-                format!("left out by engine {engine_name}: {reason}"),
-            )
-        } else if included.get(&name) == Some(&set.content_hash) {
-            let synced = sync.is_some_and(|c| c.status == TRUE)
-                && cm_hash.is_some()
-                && engine_status.desired_rules_hash == cm_hash;
-            if synced {
-                bcond(
-                    TRUE,
-                    "Loaded",
-                    format!(
-                        "every pod of engine {engine_name} reports rules hash {}",
-                        short_hash(cm_hash.as_deref().unwrap_or_default())
-                    ),
-                )
-            } else {
-                bcond(
-                    FALSE,
-                    "Pending",
-                    format!(
-                        "waiting for the pods of engine {engine_name}: {}",
-                        sync.map(|c| c.message.clone())
-                            .unwrap_or_else(|| "no status yet".to_owned())
-                    ),
-                )
-            }
-        } else {
-            bcond(
-                FALSE,
-                "Pending",
-                format!("engine {engine_name} has not picked up this content yet"),
-            )
-        };
-        bindings.push(Binding {
-            engine: engine_name,
-            conditions: vec![condition],
-        });
-    }
-    let applied = if !valid {
-        cond(
-            APPLIED,
-            FALSE,
-            "Invalid",
-            "the rule set is invalid: no engine loads it".to_owned(),
-        )
-    } else if bindings.is_empty() {
-        cond(
-            APPLIED,
-            FALSE,
-            "NoEngine",
-            format!("no DetectionEngine in namespace {ns} selects this rule set"),
-        )
-    } else if bindings
-        .iter()
-        .all(|b| b.conditions.first().is_some_and(|c| c.status == TRUE))
-    {
-        cond(
-            APPLIED,
-            TRUE,
-            "Loaded",
-            format!(
-                "loaded by {}",
-                bindings
-                    .iter()
-                    .map(|b| b.engine.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-    } else {
-        let first = bindings
-            .iter()
-            .filter_map(|b| b.conditions.first())
-            .find(|c| c.status != TRUE)
-            .expect("some binding is not applied");
-        cond(APPLIED, FALSE, &first.reason, first.message.clone())
-    };
-
-    let mut status = SigmaRuleSetStatus {
-        observed_generation: generation,
-        conditions: vec![valid_condition, applied],
-        rule_errors: errors.iter().take(MAX_RULE_ERRORS).cloned().collect(),
-        rule_count: Some((validation.detection_count + validation.correlation_count) as i32),
-        correlation_count: Some(validation.correlation_count as i32),
-        content_hash: None,
-        short_hash: None,
-        bindings,
-    };
-    status.set_content_hash(set.content_hash.clone());
-
-    let newly_invalid = !valid
-        && (previous.content_hash.as_deref() != Some(set.content_hash.as_str())
-            || find(&previous.conditions, VALID).is_none_or(|c| c.status != FALSE));
-    if apply_status(
-        &api,
-        rule_set,
-        rule_set.status.as_ref(),
-        &status,
-        RULE_SET_LISTS,
-    )
-    .await?
-    {
-        tracing::info!(namespace = %ns, %name, valid, hash = %short_hash(&set.content_hash), "rule set status updated");
-    }
-    if newly_invalid {
-        tracing::warn!(namespace = %ns, %name, error = %first_error(&errors), "invalid rule set");
-        let note: String = errors
-            .iter()
-            .take(5)
-            .map(|e| first_error(std::slice::from_ref(e)))
-            .collect::<Vec<_>>()
-            .join("; ");
-        ctx.publish(
-            rule_set,
-            KubeEvent {
-                type_: EventType::Warning,
-                reason: "InvalidRules".into(),
-                note: Some(note.chars().take(1000).collect()),
-                action: "ValidateRules".into(),
-                secondary: None,
-            },
-        )
-        .await;
-    }
-    Ok(Action::requeue(ctx.config.resync))
 }
 
 #[cfg(test)]

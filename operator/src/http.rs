@@ -22,6 +22,10 @@ pub struct Metrics {
     pub rule_sets: IntGaugeVec,
     /// 1 while this replica holds the leader lease (or runs without election).
     pub leader: IntGauge,
+    /// Per engine (`namespace`, `engine`): 1 while RulesInSync is True.
+    pub engine_rules_in_sync: IntGaugeVec,
+    /// Per engine: 1 while Degraded is True (a rule set served stale).
+    pub engine_degraded: IntGaugeVec,
     ready: AtomicBool,
 }
 
@@ -68,6 +72,22 @@ impl Metrics {
             "1 while this replica runs the controllers",
         )
         .expect("valid metric");
+        let engine_rules_in_sync = IntGaugeVec::new(
+            Opts::new(
+                "rsigma_operator_engine_rules_in_sync",
+                "1 while every pod of the engine runs its rules (RulesInSync)",
+            ),
+            &["namespace", "engine"],
+        )
+        .expect("valid metric");
+        let engine_degraded = IntGaugeVec::new(
+            Opts::new(
+                "rsigma_operator_engine_degraded",
+                "1 while a selected rule set is not served at its current content",
+            ),
+            &["namespace", "engine"],
+        )
+        .expect("valid metric");
         for c in [&reconciles, &reconcile_errors] {
             for label in ["engine", "ruleset"] {
                 c.with_label_values(&[label]);
@@ -94,6 +114,11 @@ impl Metrics {
         registry
             .register(Box::new(leader.clone()))
             .expect("register");
+        for gauges in [&engine_rules_in_sync, &engine_degraded] {
+            registry
+                .register(Box::new(gauges.clone()))
+                .expect("register");
+        }
         Self {
             registry,
             reconciles,
@@ -102,6 +127,8 @@ impl Metrics {
             reload_failures,
             rule_sets,
             leader,
+            engine_rules_in_sync,
+            engine_degraded,
             ready: AtomicBool::new(false),
         }
     }

@@ -9,14 +9,17 @@
 //!
 //! Modules: [`resources`] (pure: desired objects), [`validate`] (the engine's
 //! verdict), [`reload`] (daemon API), [`status`] (conditions, status writes),
-//! [`controller`] (the reconcilers), [`leader`] (leader election), [`http`]
+//! [`controller`] (running the controllers, shared helpers), [`engine`] and
+//! [`rule_set`] (the two reconcilers), [`leader`] (leader election), [`http`]
 //! (`/healthz`, `/readyz`, `/metrics`). See docs/operator-controller.md.
 
 pub mod controller;
+pub mod engine;
 pub mod http;
 pub mod leader;
 pub mod reload;
 pub mod resources;
+pub mod rule_set;
 pub mod status;
 pub mod validate;
 

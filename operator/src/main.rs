@@ -72,6 +72,11 @@ struct Args {
     /// Periodic reconcile of settled objects, seconds.
     #[arg(long, default_value_t = 300)]
     resync_interval: u64,
+    /// Daemon image of DetectionEngines whose spec names none (the chart
+    /// sets it from engineDefaults.image). Unset: such engines report
+    /// InvalidSpec.
+    #[arg(long, env = "RSIGMA_DEFAULT_DAEMON_IMAGE")]
+    default_daemon_image: Option<String>,
 }
 
 fn init_logging(args: &Args) {
@@ -148,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
         resync: Duration::from_secs(args.resync_interval),
         instance: instance.clone(),
+        default_daemon_image: args.default_daemon_image.clone().filter(|s| !s.is_empty()),
         ..OperatorConfig::default()
     };
 

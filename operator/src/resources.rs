@@ -26,6 +26,7 @@ use k8s_openapi::{
             Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume,
             VolumeMount, VolumeResourceRequirements,
         },
+        policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
     apimachinery::pkg::{
         api::resource::Quantity,
@@ -432,8 +433,34 @@ pub fn check_spec(engine: &DetectionEngine) -> Result<(), String> {
     if spec.replicas < 0 {
         return Err("replicas must not be negative".to_owned());
     }
+    for volume in &spec.pod.volumes {
+        if RESERVED_VOLUMES.contains(&volume.name.as_str()) {
+            return Err(format!(
+                "pod.volumes: the volume name {:?} is the operator's ({})",
+                volume.name,
+                RESERVED_VOLUMES.join(", ")
+            ));
+        }
+    }
+    if let Some(budget) = &spec.pod_disruption_budget
+        && budget.min_available.is_some() == budget.max_unavailable.is_some()
+    {
+        return Err(
+            "podDisruptionBudget: set exactly one of minAvailable and maxUnavailable".to_owned(),
+        );
+    }
     Ok(())
 }
+
+/// Volume names the operator gives the daemon pods.
+const RESERVED_VOLUMES: &[&str] = &[
+    "rules",
+    "tmp",
+    "tls",
+    "client-ca",
+    "state",
+    "nats-credentials",
+];
 
 /// The objects of an engine.
 #[derive(Debug, Clone, PartialEq)]
@@ -448,6 +475,8 @@ pub struct Desired {
     pub service_account: Option<ServiceAccount>,
     /// The correlation-state claim (`state.persistence: pvc`).
     pub pvc: Option<PersistentVolumeClaim>,
+    /// The PodDisruptionBudget (`podDisruptionBudget`).
+    pub pdb: Option<PodDisruptionBudget>,
 }
 
 fn meta(engine: &DetectionEngine, name: String) -> ObjectMeta {
@@ -456,7 +485,12 @@ fn meta(engine: &DetectionEngine, name: String) -> ObjectMeta {
         name: Some(name),
         namespace: engine.namespace(),
         labels: Some(labels(&engine_name)),
-        owner_references: engine.controller_owner_ref(&()).map(|o| vec![o]),
+        // blockOwnerDeletion: a foreground deletion of the engine waits for
+        // its objects (the operator's RBAC grants the finalizers it needs).
+        owner_references: engine.controller_owner_ref(&()).map(|mut owner| {
+            owner.block_owner_deletion = Some(true);
+            vec![owner]
+        }),
         ..Default::default()
     }
 }
@@ -575,10 +609,18 @@ fn probe(path: &str, https: bool, tcp_only: bool, period: i32) -> Probe {
 
 /// The objects of `engine` loading `aggregate`. `extra_cm_annotations` go on
 /// the rules ConfigMap (the rule sets it holds, those left out).
+/// The daemon image of `engine`: its own, else the operator's default.
+pub fn daemon_image<'a>(engine: &'a DetectionEngine, default: Option<&'a str>) -> Option<&'a str> {
+    engine.spec.image.as_deref().or(default)
+}
+
+/// The objects of `engine` loading `aggregate`, with daemon image `image`
+/// (see [`daemon_image`]).
 pub fn desired(
     engine: &DetectionEngine,
     aggregate: &Aggregate,
     extra_cm_annotations: BTreeMap<String, String>,
+    image: &str,
 ) -> Desired {
     let name = engine.name_any();
     let spec = &engine.spec;
@@ -746,9 +788,11 @@ pub fn desired(
         }
     });
 
+    volumes.extend(spec.pod.volumes.iter().cloned());
+    mounts.extend(spec.pod.volume_mounts.iter().cloned());
     let container = Container {
         name: CONTAINER_NAME.to_owned(),
-        image: Some(spec.image.clone()),
+        image: Some(image.to_owned()),
         image_pull_policy: spec.image_pull_policy.map(|p| format!("{p:?}")),
         args: Some(daemon_args(engine, &aggregate.pipeline_args)),
         ports: Some(vec![ContainerPort {
@@ -762,6 +806,8 @@ pub fn desired(
         liveness_probe: Some(probe("/healthz", https, mutual_tls, 10)),
         readiness_probe: Some(probe("/readyz", https, mutual_tls, 5)),
         resources: spec.resources.clone(),
+        env: (!spec.pod.env.is_empty()).then(|| spec.pod.env.clone()),
+        env_from: (!spec.pod.env_from.is_empty()).then(|| spec.pod.env_from.clone()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -783,7 +829,8 @@ pub fn desired(
         ..Default::default()
     };
 
-    let mut template_annotations = BTreeMap::from([
+    let mut template_annotations = spec.pod.annotations.clone();
+    template_annotations.extend([
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
         ("prometheus.io/port".to_owned(), API_PORT.to_string()),
         ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
@@ -801,6 +848,9 @@ pub fn desired(
         .service_account_name
         .clone()
         .unwrap_or_else(|| name.clone());
+    let mut template_labels = spec.pod.labels.clone();
+    template_labels.extend(labels(&name));
+    let pod = &spec.pod;
     let deployment = Deployment {
         metadata: meta(engine, name.clone()),
         spec: DeploymentSpec {
@@ -815,7 +865,7 @@ pub fn desired(
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(&name)),
+                    labels: Some(template_labels),
                     annotations: Some(template_annotations),
                     ..Default::default()
                 }),
@@ -835,6 +885,16 @@ pub fn desired(
                     }),
                     containers: vec![container],
                     volumes: Some(volumes),
+                    node_selector: (!pod.node_selector.is_empty())
+                        .then(|| pod.node_selector.clone()),
+                    tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
+                    affinity: pod.affinity.clone(),
+                    topology_spread_constraints: (!pod.topology_spread_constraints.is_empty())
+                        .then(|| pod.topology_spread_constraints.clone()),
+                    priority_class_name: pod.priority_class_name.clone(),
+                    image_pull_secrets: (!pod.image_pull_secrets.is_empty())
+                        .then(|| pod.image_pull_secrets.clone()),
+                    termination_grace_period_seconds: pod.termination_grace_period_seconds,
                     ..Default::default()
                 }),
             },
@@ -843,10 +903,19 @@ pub fn desired(
         ..Default::default()
     };
 
+    let mut service_meta = meta(engine, name.clone());
+    if !spec.service.annotations.is_empty() {
+        service_meta.annotations = Some(spec.service.annotations.clone());
+    }
     let service = Service {
-        metadata: meta(engine, name.clone()),
+        metadata: service_meta,
         spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".to_owned()),
+            type_: Some(
+                spec.service
+                    .type_
+                    .map(|t| format!("{t:?}"))
+                    .unwrap_or_else(|| "ClusterIP".to_owned()),
+            ),
             selector: Some(selector_labels(&name)),
             ports: Some(vec![ServicePort {
                 name: Some(API_PORT_NAME.to_owned()),
@@ -866,12 +935,30 @@ pub fn desired(
         ..Default::default()
     });
 
+    let pdb = spec
+        .pod_disruption_budget
+        .as_ref()
+        .map(|budget| PodDisruptionBudget {
+            metadata: meta(engine, name.clone()),
+            spec: Some(PodDisruptionBudgetSpec {
+                selector: Some(LabelSelector {
+                    match_labels: Some(selector_labels(&name)),
+                    ..Default::default()
+                }),
+                min_available: budget.min_available.clone(),
+                max_unavailable: budget.max_unavailable.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+
     Desired {
         config_map,
         deployment,
         service,
         service_account,
         pvc,
+        pdb,
     }
 }
 
@@ -1030,6 +1117,94 @@ mod tests {
         e.spec.state.persistence = Persistence::Pvc;
         e.spec.replicas = 2;
         assert!(check_spec(&e).unwrap_err().contains("pvc"));
+    }
+
+    #[test]
+    fn pod_and_service_settings_reach_the_objects() {
+        use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference, Toleration};
+        let mut e = DetectionEngine::new("e", rsigma_crds::DetectionEngineSpec::with_image("img"));
+        e.metadata.namespace = Some("ns".to_owned());
+        e.spec.pod.labels = BTreeMap::from([
+            ("team".to_owned(), "soc".to_owned()),
+            // The operator's own label wins.
+            (ENGINE_LABEL.to_owned(), "other".to_owned()),
+        ]);
+        e.spec.pod.node_selector = BTreeMap::from([("pool".to_owned(), "detect".to_owned())]);
+        e.spec.pod.tolerations = vec![Toleration {
+            key: Some("dedicated".to_owned()),
+            operator: Some("Exists".to_owned()),
+            ..Default::default()
+        }];
+        e.spec.pod.priority_class_name = Some("high".to_owned());
+        e.spec.pod.image_pull_secrets = vec![LocalObjectReference {
+            name: "registry".to_owned(),
+        }];
+        e.spec.pod.env = vec![EnvVar {
+            name: "TZ".to_owned(),
+            value: Some("UTC".to_owned()),
+            ..Default::default()
+        }];
+        e.spec.pod.volumes = vec![Volume {
+            name: "extra".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }];
+        e.spec.pod.volume_mounts = vec![VolumeMount {
+            name: "extra".to_owned(),
+            mount_path: "/extra".to_owned(),
+            ..Default::default()
+        }];
+        e.spec.pod.termination_grace_period_seconds = Some(90);
+        e.spec.service.type_ = Some(rsigma_crds::ServiceType::LoadBalancer);
+        e.spec.service.annotations = BTreeMap::from([("lb".to_owned(), "internal".to_owned())]);
+        e.spec.pod_disruption_budget = Some(rsigma_crds::DisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(1)),
+            max_unavailable: None,
+        });
+        assert_eq!(check_spec(&e), Ok(()));
+        let d = desired(&e, &Aggregate::default(), BTreeMap::new(), "img:1");
+        let template = d.deployment.spec.template;
+        let labels = template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels["team"], "soc");
+        assert_eq!(labels[ENGINE_LABEL], "e");
+        let pod = template.spec.unwrap();
+        assert_eq!(pod.node_selector.unwrap()["pool"], "detect");
+        assert_eq!(pod.tolerations.unwrap().len(), 1);
+        assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
+        assert_eq!(pod.termination_grace_period_seconds, Some(90));
+        assert!(pod.volumes.unwrap().iter().any(|v| v.name == "extra"));
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("img:1"));
+        assert_eq!(container.env.as_ref().unwrap()[0].name, "TZ");
+        assert!(
+            container
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_path == "/extra")
+        );
+        let service = d.service;
+        assert_eq!(service.metadata.annotations.unwrap()["lb"], "internal");
+        assert_eq!(service.spec.unwrap().type_.as_deref(), Some("LoadBalancer"));
+        let pdb = d.pdb.expect("a budget");
+        assert_eq!(pdb.spec.unwrap().min_available, Some(IntOrString::Int(1)));
+
+        e.spec.pod.volumes[0].name = "rules".to_owned();
+        assert!(check_spec(&e).unwrap_err().contains("\"rules\""));
+        e.spec.pod.volumes.clear();
+        e.spec.pod_disruption_budget = Some(rsigma_crds::DisruptionBudgetSpec::default());
+        assert!(check_spec(&e).unwrap_err().contains("exactly one"));
+    }
+
+    #[test]
+    fn the_image_is_the_engines_or_the_default() {
+        let mut e = DetectionEngine::new("e", rsigma_crds::DetectionEngineSpec::with_image("own"));
+        assert_eq!(daemon_image(&e, Some("default")), Some("own"));
+        e.spec.image = None;
+        assert_eq!(daemon_image(&e, Some("default")), Some("default"));
+        assert_eq!(daemon_image(&e, None), None);
     }
 
     #[test]

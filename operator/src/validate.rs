@@ -162,11 +162,11 @@ pub fn validate_rule_set(set: &MaterializedRuleSet) -> Validation {
     let checked = check(&files, pipelines);
     let mut errors = set.missing.clone();
     errors.extend(checked.errors.into_iter().map(|l| l.error));
-    let valid = errors.is_empty();
+    // The counts are of the rules that compiled, also when others did not.
     Validation {
-        detection_count: if valid { checked.detection_count } else { 0 },
-        correlation_count: if valid { checked.correlation_count } else { 0 },
-        filter_count: if valid { checked.filter_count } else { 0 },
+        detection_count: checked.detection_count,
+        correlation_count: checked.correlation_count,
+        filter_count: checked.filter_count,
         errors,
     }
 }
@@ -332,7 +332,8 @@ mod tests {
         assert_eq!(e.document.as_deref(), Some("rules[1]"));
         assert_eq!(e.rule.as_deref(), Some("Broken Condition"));
         assert!(e.reason.contains("nothere"), "{}", e.reason);
-        assert_eq!(v.detection_count, 0);
+        // ruleCount is of the rules that compiled: the good one.
+        assert_eq!(v.detection_count, 1);
     }
 
     #[test]

@@ -399,6 +399,29 @@ async fn engine_rule_sets_reload_and_status() {
     )
     .await;
     say!("rule change reached both daemons: {}", &h2[..12]);
+    // Each rollout is an event of its own, naming its hash (not a series of
+    // the first one).
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    eventually(LONG, "a RulesUpdated event names the new hash", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("RulesUpdated")
+                    && e.note.as_deref().is_some_and(|n| n.contains(&h2[..12]))
+            })
+            .then_some(())
+    })
+    .await;
+    let owner = cms
+        .get("soc-rules")
+        .await
+        .unwrap()
+        .metadata
+        .owner_references
+        .unwrap();
+    assert_eq!(owner[0].block_owner_deletion, Some(true), "{owner:?}");
+    assert_eq!(owner[0].controller, Some(true), "{owner:?}");
 
     // --- An invalid rule set is reported and left out ---------------------------
     create::<SigmaRuleSet>(
@@ -423,10 +446,18 @@ async fn engine_rule_sets_reload_and_status() {
     assert_eq!(broken.rule_errors[0].document.as_deref(), Some("rules[1]"));
     assert!(broken.rule_errors[0].reason.contains("nothere"));
     assert_eq!(
+        broken.rule_count,
+        Some(1),
+        "ruleCount counts the rule that compiled"
+    );
+    assert_eq!(
+        broken.serving_generation, None,
+        "never valid: nothing served"
+    );
+    assert_eq!(
         cond(&broken.conditions, "Applied").unwrap().reason,
         "Invalid"
     );
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
     eventually(LONG, "Warning event InvalidRules", || async {
         let list = events.list(&Default::default()).await.ok()?;
         list.items
@@ -746,8 +777,8 @@ async fn leader_election_and_api_server_restart() {
             namespace: ns.to_owned(),
             lease_name: "rsigma-operator".to_owned(),
             identity: identity.to_owned(),
-            duration_secs: 4,
-            grace_secs: 1,
+            duration_secs: 6,
+            grace_secs: 2,
         };
         let m = metrics.clone();
         let task = tokio::spawn(async move {
@@ -907,4 +938,176 @@ async fn leader_election_and_api_server_restart() {
     stop_follower.send(()).unwrap();
     let _ = follower_task.await;
     drop(cp);
+}
+
+/// A leader whose Lease renewals start failing (its Lease RBAC revoked) stops
+/// its controllers before the lease can expire; the other replica takes over
+/// once it has expired, and at no moment do both run the controllers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_that_cannot_renew_stops_before_its_lease_expires() {
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+    support::init_logs();
+    let Some(cp) = ControlPlane::start() else {
+        return;
+    };
+    let admin = cp.client().await;
+    install_crds(&admin).await;
+    let ns = "revoke";
+    create_namespace(&admin, ns).await;
+    // Replica B is the chart's ServiceAccount; replica A its own account
+    // bound to the same roles, so that its Lease access alone can be revoked.
+    let client_b = cp.operator_client(ns).await;
+    let subject = vec![Subject {
+        kind: "ServiceAccount".to_owned(),
+        name: "replica-a".to_owned(),
+        namespace: Some(ns.to_owned()),
+        ..Default::default()
+    }];
+    let role_ref = |kind: &str, name: &str| RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".to_owned()),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+    };
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &ClusterRoleBinding {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("replica-a".to_owned()),
+                    ..Default::default()
+                },
+                role_ref: role_ref("ClusterRole", rsigma_crds::rbac::OPERATOR_ROLE),
+                subjects: Some(subject.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    let lease_bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), ns);
+    lease_bindings
+        .create(
+            &PostParams::default(),
+            &RoleBinding {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("replica-a-lease".to_owned()),
+                    ..Default::default()
+                },
+                role_ref: role_ref("Role", rsigma_crds::rbac::LEADER_ELECTION_ROLE),
+                subjects: Some(subject),
+            },
+        )
+        .await
+        .unwrap();
+    let client_a = cp.client_as(ns, "replica-a").await;
+
+    let replica = |identity: &str, client: Client| {
+        let metrics = Arc::new(Metrics::new());
+        let election = LeaderElection {
+            namespace: ns.to_owned(),
+            lease_name: "rsigma-operator".to_owned(),
+            identity: identity.to_owned(),
+            duration_secs: 8,
+            grace_secs: 3,
+        };
+        let m = metrics.clone();
+        let task = tokio::spawn(async move {
+            let work_client = client.clone();
+            let work_metrics = m.clone();
+            let pods: Arc<dyn PodClient> = Arc::new(
+                HttpPodClient::new(Duration::from_secs(2), &TlsOptions::default()).unwrap(),
+            );
+            let config = OperatorConfig {
+                instance: Some(election.identity.clone()),
+                ..test_config("revoke")
+            };
+            let _ = leader::run(
+                client,
+                election,
+                m,
+                move || {
+                    rsigma_operator::run(
+                        work_client.clone(),
+                        config.clone(),
+                        work_metrics.clone(),
+                        pods.clone(),
+                    )
+                },
+                std::future::pending(),
+            )
+            .await;
+        });
+        (task, metrics)
+    };
+    let (task_a, metrics_a) = replica("replica-a", client_a);
+    eventually(LONG, "replica A leads", || async {
+        (metrics_a.leader.get() == 1).then_some(())
+    })
+    .await;
+    let (task_b, metrics_b) = replica("replica-b", client_b);
+    // A keeps the lease through several renewals while B waits.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        (metrics_a.leader.get(), metrics_b.leader.get()),
+        (1, 0),
+        "A leads through its renewals and B waits"
+    );
+
+    lease_bindings
+        .delete("replica-a-lease", &DeleteParams::default())
+        .await
+        .unwrap();
+    let revoked = std::time::Instant::now();
+    let mut a_stopped = None;
+    let mut b_started = None;
+    while b_started.is_none() && revoked.elapsed() < Duration::from_secs(60) {
+        let (a, b) = (metrics_a.leader.get(), metrics_b.leader.get());
+        assert!(a + b <= 1, "both replicas ran the controllers at once");
+        if a == 0 && a_stopped.is_none() {
+            a_stopped = Some(revoked.elapsed());
+        }
+        if b == 1 {
+            b_started = Some(revoked.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a_stopped = a_stopped.expect("replica A stopped");
+    let b_started = b_started.expect("replica B took over within 60 s");
+    say!("after the revocation A stopped at {a_stopped:?} and B started at {b_started:?}");
+    assert!(a_stopped < b_started, "A stops before B starts");
+    // The lease lasts 8 s after A's last renewal, which came at most 5 s
+    // (duration less grace) before the revocation.
+    assert!(
+        a_stopped < Duration::from_secs(8),
+        "A stopped {a_stopped:?} after the revocation, later than its lease can last"
+    );
+
+    // Only B reconciles from now on.
+    let reconciles_a = metric(&metrics_a, "rsigma_operator_reconciles_total");
+    let rule_sets: Api<SigmaRuleSet> = Api::namespaced(admin.clone(), ns);
+    create::<SigmaRuleSet>(
+        &rule_sets,
+        json!({
+            "apiVersion": "rsigma.io/v1alpha1", "kind": "SigmaRuleSet",
+            "metadata": {"name": "after"}, "spec": {"rules": [WHOAMI]},
+        }),
+    )
+    .await;
+    eventually(LONG, "B validates the new rule set", || async {
+        rule_set_status(&rule_sets, "after")
+            .await
+            .filter(|s| s.rule_count == Some(1))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        metric(&metrics_a, "rsigma_operator_reconciles_total"),
+        reconciles_a,
+        "A does not reconcile after it stopped"
+    );
+    assert_eq!(
+        metrics_a.leader.get(),
+        0,
+        "A does not start again without its lease"
+    );
+    task_a.abort();
+    task_b.abort();
 }

@@ -141,7 +141,8 @@ fn desired_for(engine: &DetectionEngine, sets: &[SigmaRuleSet]) -> Desired {
     let refs: Vec<_> = materialized.iter().collect();
     let agg = resources::aggregate(&refs);
     let annotations = resources::config_map_annotations(&agg.rule_sets, &BTreeMap::new());
-    resources::desired(engine, &agg, annotations)
+    let image = resources::daemon_image(engine, Some("rsigma:default")).expect("an image");
+    resources::desired(engine, &agg, annotations, image)
 }
 
 #[test]

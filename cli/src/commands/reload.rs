@@ -100,7 +100,7 @@ fn wait_for_reload(
                 ),
                 None => anyhow!(
                     "timed out after {waited} waiting for the reload to finish (last_reload.at of {} did not change)",
-                    client.base()
+                    client.describe()
                 ),
             }));
         }

@@ -41,11 +41,11 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use crate::client::{
-    CONNECT_TIMEOUT, ClientArgs, base_url, build_http, causes, excerpt, parse_duration,
-    request_target,
+    CONNECT_TIMEOUT, ClientArgs, Connection, causes, excerpt, parse_duration, request_target,
 };
 use crate::diag::Diagnostics;
 use crate::exit::{CliError, Code};
+use crate::k8s::Purpose;
 
 /// Arguments of `rsigma engine tap`.
 #[derive(Debug, Args)]
@@ -150,9 +150,10 @@ const DEFAULT_SYSLOG_TZ: &str = "+00:00";
 /// Runs `rsigma engine tap`.
 pub fn run(args: &TapArgs, diag: &Diagnostics) -> Result<Code, CliError> {
     let config = args.client.config.load()?;
-    let base = base_url(args.client.addr.as_deref(), &config).map_err(CliError::config)?;
-    let http = build_http(&args.client, None).map_err(CliError::config)?;
-    let url = tap_url(&base, args)?;
+    let connection = Connection::open(&args.client, &config, None, Purpose::Tap)?;
+    let http = &connection.http;
+    let base = connection.describe();
+    let url = tap_url(&connection.base, args)?;
     let target = request_target(&url);
     let deadline = args.duration.duration.checked_add(DEADLINE_SLACK);
 
@@ -163,7 +164,7 @@ pub fn run(args: &TapArgs, diag: &Diagnostics) -> Result<Code, CliError> {
     let response = request.send().map_err(|err| {
         CliError::config(anyhow!(
             "could not reach the rsigma daemon at {base}: {}",
-            reason(&err, deadline)
+            connection.failure(reason(&err, deadline))
         ))
     })?;
     let status = response.status();
@@ -798,6 +799,7 @@ mod tests {
             client: ClientArgs {
                 config: Default::default(),
                 addr: None,
+                kube: Default::default(),
                 ca_cert: None,
                 client_cert: None,
                 client_key: None,

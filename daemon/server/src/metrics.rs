@@ -29,6 +29,8 @@ pub struct Metrics {
     pub reloads: IntCounter,
     /// Reloads that failed (the previous rules stayed active).
     pub reloads_failed: IntCounter,
+    /// File events over unchanged content, which caused no reload.
+    pub reloads_unchanged: IntCounter,
     /// Items waiting in each queue.
     pub queue_depth: IntGaugeVec,
     /// Times a producer found its queue full and had to wait.
@@ -174,6 +176,11 @@ impl Metrics {
                 &registry,
                 "rsigma_reloads_failed_total",
                 "Rule reloads that failed; the previous rules stayed active",
+            ),
+            reloads_unchanged: counter(
+                &registry,
+                "rsigma_reloads_unchanged_total",
+                "File events over rules and pipelines whose content did not change (no reload)",
             ),
             queue_depth: gauge_vec(
                 &registry,

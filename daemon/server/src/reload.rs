@@ -38,7 +38,26 @@ pub async fn run(
 }
 
 /// Loads the rule set and swaps it in, or records why it could not.
+///
+/// A file event over content that is what the active rules were loaded from
+/// (the kubelet touching a mounted ConfigMap's ownership, say) is no reload:
+/// it is counted in `rsigma_reloads_unchanged_total` and nothing else
+/// happens. Explicit reloads (API, SIGHUP) always load, since they also
+/// rotate the TLS certificate.
 pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
+    if trigger == ReloadTrigger::Watch && context.last_reload().is_none_or(|r| r.ok) {
+        let checking = Arc::clone(context);
+        let unchanged = tokio::task::spawn_blocking(move || {
+            ruleset::unchanged_on_disk(&checking.config, &checking.ruleset.load())
+        })
+        .await
+        .unwrap_or(false);
+        if unchanged {
+            context.metrics.reloads_unchanged.inc();
+            tracing::debug!("file event without a content change: no reload");
+            return;
+        }
+    }
     context.metrics.reloads.inc();
     let loading = Arc::clone(context);
     let loaded = tokio::task::spawn_blocking(move || ruleset::load(&loading.config))

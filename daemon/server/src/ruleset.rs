@@ -47,6 +47,8 @@ pub struct Ruleset {
     pub correlations: Mutex<Option<CorrelationEngine>>,
     /// Content hash of the rule files.
     pub digest: String,
+    /// Content hash of the pipeline files (see [`pipelines_digest`]).
+    pub pipelines_digest: String,
     /// When the load finished.
     pub loaded_at: DateTime<Utc>,
     /// Rule counts.
@@ -62,6 +64,7 @@ impl Ruleset {
             engine: Engine::default(),
             correlations: Mutex::new(None),
             digest: String::new(),
+            pipelines_digest: String::new(),
             loaded_at: Utc::now(),
             counts: RuleCounts::default(),
             summaries: Vec::new(),
@@ -89,6 +92,7 @@ impl fmt::Display for LoadFailure {
 /// Loads the pipelines, then the rules, applies the pipelines and compiles
 /// with the configured engine options.
 pub fn load(config: &DaemonConfig) -> Result<Ruleset, LoadFailure> {
+    let pipelines_digest = pipelines_digest(config);
     let rules = config.rules.as_path();
     let correlation = &config.correlation;
     let pipelines = PipelineSet::load(&config.pipelines).map_err(|err| LoadFailure {
@@ -159,7 +163,29 @@ pub fn load(config: &DaemonConfig) -> Result<Ruleset, LoadFailure> {
         engine,
         correlations: Mutex::new(correlations),
         digest: loaded.digest,
+        pipelines_digest,
         loaded_at: Utc::now(),
         summaries,
     })
+}
+
+/// Content hash of the pipeline files given by path (builtin pipelines
+/// have no file; an unreadable file hashes its error, so that it differs).
+pub fn pipelines_digest(config: &DaemonConfig) -> String {
+    let mut digest = rsigma_engine::RulesDigest::default();
+    for pipeline in &config.pipelines {
+        let path = std::path::Path::new(pipeline);
+        if path.is_file() {
+            let content = std::fs::read_to_string(path).unwrap_or_else(|err| format!("\0{err}"));
+            digest.add(pipeline.clone(), &content);
+        }
+    }
+    digest.finish()
+}
+
+/// Whether the files on disk hold exactly what `active` was loaded from.
+pub fn unchanged_on_disk(config: &DaemonConfig, active: &Ruleset) -> bool {
+    !active.digest.is_empty()
+        && rsigma_engine::parser::rules_digest(&config.rules).is_ok_and(|d| d == active.digest)
+        && pipelines_digest(config) == active.pipelines_digest
 }

@@ -179,6 +179,23 @@ impl ControlPlane {
         Client::try_from(config).expect("client")
     }
 
+    /// A client acting as the ServiceAccount `account` of `namespace`
+    /// (impersonated by the admin), with no permission of its own.
+    pub async fn client_as(&self, namespace: &str, account: &str) -> Client {
+        let kubeconfig = Kubeconfig::read_from(self.dir.join("kubeconfig")).expect("kubeconfig");
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("client config");
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
+        config.auth_info.impersonate_groups = Some(vec![
+            "system:serviceaccounts".to_owned(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".to_owned(),
+        ]);
+        Client::try_from(config).expect("client")
+    }
+
     fn readyz(&self) -> bool {
         let url = format!("{}/readyz", self.env["APISERVER_URL"]);
         Command::new("curl")
