@@ -30,7 +30,7 @@ MARKER_RULE=6b0c1a52-7d2e-4c1f-9a3b-e2e000000001
 # The steps, in order.
 STEPS=(install_operator deploy_engine detect_through_service change_rule
     broken_rule_keeps_serving tap_and_replay status_and_reload_through_k8s
-    debug_role_is_enough delete_engine)
+    debug_role_is_enough tap_disabled_is_refused delete_engine)
 
 on_step() { :; }
 
@@ -192,6 +192,12 @@ deploy_engine() {
     [[ $(jsonpath sigmaruleset/sigmahq-windows .status.ruleCount) == "${#files[@]}" ]] ||
         fail "sigmahq-windows ruleCount is not ${#files[@]}"
     [[ $(engine_pods | wc -l) == 2 ]] || fail "the engine does not have 2 pods"
+    # The operator applies the ServiceAccount before the Deployment: with the
+    # ServiceAccount admission plugin no pod creation was refused.
+    if k -n "$NS" get events -o 'jsonpath={range .items[*]}{.reason} {.message}{"\n"}{end}' |
+        grep -i 'FailedCreate.*serviceaccount'; then
+        fail "a pod of the engine was refused for a missing ServiceAccount"
+    fi
     pod_identities >"$WORK/pods.before"
 }
 
@@ -355,6 +361,18 @@ debug_role_is_enough() {
         fail "the error does not name the missing permission"
 }
 
+tap_disabled_is_refused() {
+    k -n "$NS" patch detectionengine "$ENGINE" --type merge -p '{"spec":{"tap":{"enabled":false}}}'
+    local rc=0
+    "$RSIGMA" engine tap --addr "k8s://$NS/$ENGINE" --duration 1s -o "$WORK/refused.ndjson" \
+        2>"$WORK/refused.err" || rc=$?
+    cat "$WORK/refused.err"
+    [[ $rc == 3 ]] || fail "a tap of an engine without tap got exit code $rc, not 3"
+    grep -q 'the tap is disabled on DetectionEngine' "$WORK/refused.err" ||
+        fail "the error does not say that the tap is disabled"
+    [[ ! -e $WORK/refused.ndjson ]] || fail "a refused tap created the fixture"
+}
+
 delete_engine() {
     k -n "$NS" delete detectionengine "$ENGINE" --wait=true --timeout=60s
     eventually 120 "the engine's objects are garbage-collected" engine_objects_gone
@@ -372,6 +390,7 @@ run_scenario() {
         declare -F "$step" >/dev/null || { fail "no step named $step (steps: ${STEPS[*]})"; return 1; }
     done
     for step in "${steps[@]}"; do
+        # shellcheck disable=SC2034 # read by the caller's exit trap
         SCENARIO_STEP=$step
         echo "scenario: == $step"
         on_step "$step"
@@ -379,6 +398,7 @@ run_scenario() {
         "$step"
         echo "scenario: step $step passed in $((SECONDS - start)) s"
     done
-    SCENARIO_STEP=
+    # shellcheck disable=SC2034 # read by the caller's exit trap
+    SCENARIO_STEP=""
     echo "scenario: all ${#steps[@]} steps passed in $((SECONDS - total)) s"
 }

@@ -702,6 +702,42 @@ async fn engine_rule_sets_reload_and_status() {
     );
     say!("second reconcile wrote nothing");
 
+    // --- Objects no longer desired are deleted ------------------------------------
+    eventually(LONG, "ServiceAccount idle", || async {
+        sas.get_opt("idle").await.ok()?
+    })
+    .await;
+    engines
+        .patch(
+            "idle",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"serviceAccountName": "provided"}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        LONG,
+        "the operator's ServiceAccount idle is deleted",
+        || async {
+            match sas.get_opt("idle").await {
+                Ok(None) => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    let idle = deployments.get("idle").await.unwrap();
+    assert_eq!(
+        idle.spec
+            .template
+            .spec
+            .unwrap()
+            .service_account_name
+            .as_deref(),
+        Some("provided")
+    );
+    say!("the ServiceAccount no longer desired was deleted");
+
     // --- Deletion during a reload ---------------------------------------------------
     kubelet.set_delay(1, Duration::from_secs(120));
     set_rules(&rule_sets, "windows", &[WHOAMI]).await;
