@@ -108,7 +108,7 @@ impl Connection {
         };
         let target = target.map_err(CliError::config)?;
         let forward = Forward::open(&target, &args.kube, purpose)?;
-        let http = build_http(args, timeout, forward.resolve()).map_err(CliError::config)?;
+        let http = build_http(args, timeout, Some(&forward)).map_err(CliError::config)?;
         Ok(Connection {
             http,
             base: forward.base(),
@@ -336,18 +336,23 @@ fn url_host(ip: IpAddr) -> String {
 /// Builds the HTTP client: the connect timeout, the overall request timeout
 /// (`None` for none: a streaming request sets its own), plus the optional CA
 /// and client identity.
-/// `resolve` maps a host name to the local end of a port-forward.
+/// With a port-forward, requests go to its local end directly: never
+/// through a proxy from `HTTP(S)_PROXY`, and the TLS host name resolves to
+/// the local end.
 pub(crate) fn build_http(
     args: &ClientArgs,
     timeout: Option<Duration>,
-    resolve: Option<(&str, SocketAddr)>,
+    forward: Option<&Forward>,
 ) -> anyhow::Result<Client> {
     let mut builder = Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(timeout)
         .user_agent(concat!("rsigma/", env!("CARGO_PKG_VERSION")));
-    if let Some((host, addr)) = resolve {
-        builder = builder.resolve(host, addr);
+    if let Some(forward) = forward {
+        builder = builder.no_proxy();
+        if let Some((host, addr)) = forward.resolve() {
+            builder = builder.resolve(host, addr);
+        }
     }
     if let Some(path) = &args.ca_cert {
         let pem = read_pem(path, "--ca-cert")?;

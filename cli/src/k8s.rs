@@ -105,7 +105,9 @@ impl Target {
     }
 
     fn parse_rest(rest: &str) -> anyhow::Result<Target> {
-        let (context, path) = match rest.split_once('@') {
+        // Context names may hold '@' (kubeadm's `kubernetes-admin@kubernetes`);
+        // namespaces and names never do.
+        let (context, path) = match rest.rsplit_once('@') {
             Some((context, path)) if !context.is_empty() => (Some(context.to_owned()), path),
             Some(_) => bail!("the context before '@' is empty"),
             None => (None, rest),
@@ -485,13 +487,26 @@ fn pod_state(pod: &Pod) -> String {
     }
 }
 
-/// Fails with the verb and resource when the user may not port-forward.
+/// Fails with the verb and resource when the user may not port-forward: a
+/// WebSocket port-forward is authorized as `get` before Kubernetes 1.31 and
+/// as `create` after, so either verb passes here (the server decides, and a
+/// refusal then is reported the same way).
 async fn check_access(client: &Client, namespace: &str, pod: &str) -> anyhow::Result<()> {
+    for verb in ["create", "get"] {
+        if may(client, namespace, pod, verb).await? {
+            return Ok(());
+        }
+    }
+    Err(forbidden("create", "pods/portforward", namespace))
+}
+
+/// Whether the user may `verb` the pod's `portforward` subresource.
+async fn may(client: &Client, namespace: &str, pod: &str, verb: &str) -> anyhow::Result<bool> {
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
                 namespace: Some(namespace.to_owned()),
-                verb: Some("create".to_owned()),
+                verb: Some(verb.to_owned()),
                 resource: Some("pods".to_owned()),
                 subresource: Some("portforward".to_owned()),
                 name: Some(pod.to_owned()),
@@ -505,11 +520,7 @@ async fn check_access(client: &Client, namespace: &str, pod: &str) -> anyhow::Re
         .create(&PostParams::default(), &review)
         .await
         .context("asking the API server whether port-forwarding is allowed failed")?;
-    if answer.status.is_some_and(|s| s.allowed) {
-        Ok(())
-    } else {
-        Err(forbidden("create", "pods/portforward", namespace))
-    }
+    Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
 /// An API error as a message: not found, forbidden (naming the verb), other.
@@ -544,43 +555,65 @@ fn forbidden(verb: &str, resource: &str, namespace: &str) -> anyhow::Error {
     )
 }
 
-/// Accepts local connections and forwards each over its own port-forward.
+/// Accepts local connections and forwards each over its own port-forward;
+/// the first failure is kept for the messages of the HTTP client.
 async fn serve(
     listener: TcpListener,
     pods: Api<Pod>,
     endpoint: Endpoint,
     failure: std::sync::Arc<Mutex<Option<String>>>,
 ) {
-    while let Ok((mut local, _)) = listener.accept().await {
+    while let Ok((local, _)) = listener.accept().await {
         let pods = pods.clone();
         let endpoint = endpoint.clone();
         let failure = failure.clone();
         tokio::spawn(async move {
-            let result = async {
-                let mut forwarder = pods
-                    .portforward(&endpoint.pod, &[endpoint.port])
-                    .await
-                    .context("opening the port-forward failed")?;
-                let mut remote = forwarder
-                    .take_stream(endpoint.port)
-                    .ok_or_else(|| anyhow!("the port-forward has no stream"))?;
-                tokio::io::copy_bidirectional(&mut local, &mut remote)
-                    .await
-                    .context("the port-forward stream failed")?;
-                drop(remote);
-                forwarder
-                    .join()
-                    .await
-                    .context("the port-forward ended with an error")
-            }
-            .await;
-            if let Err(err) = result
+            if let Err(err) = forward_connection(local, &pods, &endpoint).await
                 && let Ok(mut slot) = failure.lock()
             {
                 slot.get_or_insert_with(|| format!("{err:#}"));
             }
         });
     }
+}
+
+/// Copies one local connection to and from a new port-forward stream.
+async fn forward_connection(
+    mut local: tokio::net::TcpStream,
+    pods: &Api<Pod>,
+    endpoint: &Endpoint,
+) -> anyhow::Result<()> {
+    let mut forwarder = pods
+        .portforward(&endpoint.pod, &[endpoint.port])
+        .await
+        .map_err(|err| match &err {
+            kube::Error::Api(status) if status.is_forbidden() => forbidden(
+                "create",
+                "pods/portforward",
+                pods.namespace().unwrap_or_default(),
+            ),
+            _ => anyhow::Error::new(err).context("opening the port-forward failed"),
+        })?;
+    let mut remote = forwarder
+        .take_stream(endpoint.port)
+        .ok_or_else(|| anyhow!("the port-forward has no stream"))?;
+    // The pod side reports its errors (nothing listening on the port, say)
+    // on a channel of their own.
+    let pod_error = forwarder.take_error(endpoint.port);
+    tokio::io::copy_bidirectional(&mut local, &mut remote)
+        .await
+        .context("the port-forward stream failed")?;
+    drop(remote);
+    if let Some(pod_error) = pod_error
+        && let Ok(Some(message)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), pod_error).await
+    {
+        bail!("the pod {} answered: {message}", endpoint.pod);
+    }
+    forwarder
+        .join()
+        .await
+        .context("the port-forward ended with an error")
 }
 
 #[cfg(test)]
@@ -614,6 +647,12 @@ mod tests {
         assert_eq!(
             parse("k8s://ns/svc/engine/").object,
             Object::Service("engine".into())
+        );
+        assert_eq!(
+            parse("k8s://kubernetes-admin@kubernetes@ns/e")
+                .context
+                .as_deref(),
+            Some("kubernetes-admin@kubernetes")
         );
         assert!(Target::parse("127.0.0.1:9090").is_none());
         assert!(Target::parse("http://x").is_none());

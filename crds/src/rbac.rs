@@ -41,8 +41,10 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 
 const READ: &[&str] = &["get", "list", "watch"];
 /// Objects the operator applies (server-side apply: `patch`, plus `create`
-/// when the object is new), watches as their owner and reads first.
-const APPLY_WATCHED: &[&str] = &["get", "list", "watch", "create", "patch"];
+/// when the object is new), watches as their owner and reads first; `delete`
+/// because OwnerReferencesPermissionEnforcement (on in OpenShift) lets only
+/// who may delete an object set its `ownerReferences`.
+const APPLY_WATCHED: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
 
 /// What the operator needs in every namespace it watches, and no more: each
 /// verb is one it calls. All of it is namespaced, so the same rules serve a

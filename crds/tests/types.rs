@@ -316,8 +316,10 @@ fn rbac_is_least_privilege() {
     assert!(allows(&op, "rsigma.io", "detectionengines", "watch"));
     assert!(allows(&op, "apps", "deployments", "create"));
     // Only what the operator calls: no update (server-side apply patches),
-    // no delete of what is never pruned, no get of pods.
-    assert!(!allows(&op, "", "configmaps", "delete"));
+    // no get of pods; delete wherever it sets ownerReferences
+    // (OwnerReferencesPermissionEnforcement).
+    assert!(allows(&op, "", "configmaps", "delete"));
+    assert!(allows(&op, "apps", "deployments", "delete"));
     assert!(!allows(&op, "", "configmaps", "update"));
     assert!(allows(&op, "", "serviceaccounts", "delete"));
     assert!(allows(&op, "policy", "poddisruptionbudgets", "create"));

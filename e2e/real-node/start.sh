@@ -187,9 +187,11 @@ log "containerd up, images imported"
 # --- etcd + kube-apiserver (the project's script, run inside the namespaces) --------
 # Listening on the node IP and advertising it (lease endpoint reconciler)
 # gives the `kubernetes` Service an endpoint pods reach; the ServiceAccount
-# admission plugin stays on so that pods get their tokens.
+# admission plugin stays on so that pods get their tokens;
+# OwnerReferencesPermissionEnforcement (on in OpenShift) checks that the
+# operator's RBAC may set the ownerReferences it sets.
 RSIGMA_CP_DISABLE_ADMISSION="" \
-    RSIGMA_CP_APISERVER_ARGS="--kubelet-preferred-address-types=InternalIP --bind-address=0.0.0.0 --advertise-address=$NODE_IP --endpoint-reconciler-type=lease ${RN_APISERVER_ARGS:-}" \
+    RSIGMA_CP_APISERVER_ARGS="--kubelet-preferred-address-types=InternalIP --bind-address=0.0.0.0 --advertise-address=$NODE_IP --endpoint-reconciler-type=lease --enable-admission-plugins=OwnerReferencesPermissionEnforcement ${RN_APISERVER_ARGS:-}" \
     setsid "${IN[@]}" "$RN_CP_SCRIPTS/start.sh" "$DIR/cp" </dev/null
 # shellcheck disable=SC1091
 source "$DIR/cp/env"

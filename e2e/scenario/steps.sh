@@ -70,12 +70,16 @@ engine_settled() {
             $(jsonpath "detectionengine/$ENGINE" .metadata.generation) ]]
 }
 
-# Every pod reports the engine's desired rules hash.
+# Every pod (of status.pods, as many as the engine's pods) reports the
+# engine's desired rules hash.
 pods_report_desired_hash() {
-    local desired hashes
+    local desired hashes names
     desired=$(jsonpath "detectionengine/$ENGINE" .status.desiredRulesHash)
     hashes=$(jsonpath "detectionengine/$ENGINE" '.status.pods[*].rulesHash')
-    [[ -n $desired && -n $hashes ]] || return 1
+    names=$(jsonpath "detectionengine/$ENGINE" '.status.pods[*].name')
+    [[ -n $desired && -n $names ]] || return 1
+    [[ $(wc -w <<<"$hashes") == $(wc -w <<<"$names") &&
+        $(wc -w <<<"$names") == $(engine_pods | wc -l) ]] || return 1
     for h in $hashes; do [[ $h == "$desired" ]] || return 1; done
 }
 
@@ -90,19 +94,29 @@ has_token() {
 }
 
 engine_objects_gone() {
-    [[ -z $(k -n "$NS" get deployment,service,configmap,serviceaccount,pods \
-        -l "app.kubernetes.io/instance=$ENGINE" -o name) ]]
+    local left
+    left=$(k -n "$NS" get deployment,service,configmap,serviceaccount,pods \
+        -l "app.kubernetes.io/instance=$ENGINE" -o name) || return 1
+    [[ -z $left ]]
 }
 
+# The engine's pods by name, in byte order (as the CLI picks them).
 engine_pods() {
     k -n "$NS" get pods -l "app.kubernetes.io/instance=$ENGINE" \
-        -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}' | sort
+        -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}' | LC_ALL=C sort
+}
+
+# The first ready pod by name: the one a k8s:// address of the engine picks.
+first_ready_pod() {
+    k -n "$NS" get pods -l "app.kubernetes.io/instance=$ENGINE" \
+        -o 'jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+        awk '$2 == "True" { print $1 }' | LC_ALL=C sort | head -n 1
 }
 
 # name uid restartCount, one line per pod.
 pod_identities() {
     k -n "$NS" get pods -l "app.kubernetes.io/instance=$ENGINE" \
-        -o 'jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.containerStatuses[0].restartCount}{"\n"}{end}' | sort
+        -o 'jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.containerStatuses[0].restartCount}{"\n"}{end}' | LC_ALL=C sort
 }
 
 # Detection records in the logs of every engine pod.
@@ -114,8 +128,9 @@ detections() {
 }
 
 # detected RULE_ID TEXT: some pod reported RULE_ID for an event holding TEXT.
+# (grep without -q: an early exit would fail the pipeline under pipefail.)
 detected() {
-    detections | grep -F "\"rule_id\":\"$1\"" | grep -qF "$2"
+    detections | grep -F "\"rule_id\":\"$1\"" | grep -F "$2" >/dev/null
 }
 
 # port_forward TARGET VAR: `kubectl port-forward TARGET :9090` in the
@@ -129,7 +144,13 @@ port_forward() {
         [[ -z $pf_port ]] || break
         sleep 0.2
     done
-    [[ -n $pf_port ]] || { cat "$pf_log" >&2; fail "kubectl port-forward $1 did not start"; return 1; }
+    if [[ -z $pf_port ]]; then
+        kill "$PF_PID" 2>/dev/null
+        wait "$PF_PID" 2>/dev/null || true
+        cat "$pf_log" >&2
+        fail "kubectl port-forward $1 did not start"
+        return 1
+    fi
     printf -v "$2" '%s' "$pf_port"
 }
 
@@ -141,6 +162,7 @@ send_events() {
     answer=$(curl -fsS --max-time 10 -H 'Content-Type: application/x-ndjson' \
         --data-binary "@$2" "http://127.0.0.1:$port/api/v1/events") || {
         kill "$PF_PID" 2>/dev/null
+        wait "$PF_PID" 2>/dev/null || true
         fail "POST $2 to $1 failed"
         return 1
     }
@@ -210,7 +232,7 @@ detect_through_service() {
     send_events "svc/$ENGINE" "$WORK/service.ndjson"
     eventually 30 "certutil -decode detected" detected "$CERTUTIL_DECODE_RULE" 'svc-batch'
     eventually 30 "whoami -all detected" detected "$WHOAMI_ALL_RULE" 'svc-batch'
-    if detections | grep -F 'notepad.exe report.txt svc-batch' | grep -q .; then
+    if detections | grep -F 'notepad.exe report.txt svc-batch' >/dev/null; then
         fail "the benign notepad event was detected"
     fi
 }
@@ -263,7 +285,8 @@ broken_rule_keeps_serving() {
 tap_and_replay() {
     local tapped rules=$WORK/rules
     # k8s:// picks the first ready pod by name: send the batch there.
-    tapped=$(engine_pods | head -n 1)
+    tapped=$(first_ready_pod)
+    [[ -n $tapped ]] || fail "no ready pod to tap"
     : >"$WORK/tap.ndjson"
     for i in 1 2 3 4 5; do
         event "certutil -decode in$i.b64 out$i.exe tap-batch-$i" 'C:\\Windows\\System32\\certutil.exe' >>"$WORK/tap.ndjson"

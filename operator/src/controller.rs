@@ -14,7 +14,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
@@ -188,7 +188,10 @@ impl Context {
     /// `sync_backoff_base` but at most [`SYNC_POLL_INTERVAL`] during the first
     /// [`SYNC_POLL_WINDOW`] of a rollout (nothing else says when the kubelet
     /// has refreshed the files), then up to `sync_backoff_max`.
-    pub(crate) fn next_sync_delay(&self, uid: &str, hash: &str) -> Duration {
+    ///
+    /// `steady: false` (a pod failed to load the rules: asking again soon
+    /// only repeats a full load that fails) skips the steady window.
+    pub(crate) fn next_sync_delay(&self, uid: &str, hash: &str, steady: bool) -> Duration {
         let mut attempts = self.sync_attempts.lock().expect("lock");
         let entry = attempts
             .entry(uid.to_owned())
@@ -201,7 +204,7 @@ impl Context {
             self.config.sync_backoff_max,
             entry.1,
         );
-        let delay = if entry.2 < SYNC_POLL_WINDOW {
+        let delay = if steady && entry.2 < SYNC_POLL_WINDOW {
             grown.min(SYNC_POLL_INTERVAL)
         } else {
             grown
@@ -691,6 +694,20 @@ where
 // ---------------------------------------------------------------------------
 // Shared helpers
 // ---------------------------------------------------------------------------
+
+/// Whether `store` has listed once, without waiting.
+///
+/// Never `.await` `Store::wait_until_ready` from reconcilers: kube-runtime
+/// 5's ready signal is a oneshot receiver shared by every waiter, which wakes
+/// only the last one to poll it, so concurrent waiters (the controller's own
+/// and several reconciles) can wait forever. Seen as a rule set never
+/// reconciled after the controllers restarted. The caller requeues instead.
+pub(crate) fn store_ready<K>(store: &Store<K>) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+}
 
 /// Ends a reconcile: a success clears the object's failure count, and a
 /// not-found error is no failure when the object itself was deleted while

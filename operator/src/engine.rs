@@ -31,7 +31,7 @@ use rsigma_crds::{
 
 use crate::controller::{
     Context, ENGINE_LISTS, Error, LastValid, RULE_SETS_SELECTED, apply_if_changed, conclude,
-    fetch_config_maps, first_error,
+    fetch_config_maps, first_error, store_ready,
 };
 use crate::reload::{DaemonStatus, Endpoint, PodClient, PodSync, ReloadAnswer, sync_pod};
 use crate::resources::{
@@ -52,8 +52,8 @@ pub(crate) async fn reconcile_engine(
     }
     // Never aggregate from a rule set cache that has not listed yet: that
     // would roll out an empty rule set.
-    if ctx.rule_sets.wait_until_ready().await.is_err() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
+    if !store_ready(&ctx.rule_sets) {
+        return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let result = reconcile(&engine, &ctx).await;
     // An engine's objects go with it through their owner references; its
@@ -86,6 +86,7 @@ async fn reconcile(engine: &DetectionEngine, ctx: &Context) -> Result<Action, Er
         engine,
         &candidates,
         &plan,
+        &live,
         &pods,
         desired_hash.clone(),
     );
@@ -392,7 +393,10 @@ async fn roll_out(
     } else {
         delete_owned::<PodDisruptionBudget>(ctx, engine, &view.name).await?;
     }
-    if desired.service_account.is_none() {
+    // Not when the spec names the engine's own account: the pods use it.
+    if desired.service_account.is_none()
+        && engine.spec.service_account_name.as_deref() != Some(view.name.as_str())
+    {
         delete_owned::<ServiceAccount>(ctx, engine, &view.name).await?;
     }
     if desired.pvc.is_none() {
@@ -675,6 +679,7 @@ fn engine_status(
     engine: &DetectionEngine,
     candidates: &[Candidate],
     plan: &Plan,
+    live: &LiveRules,
     pods: &PodsSync,
     desired_hash: Option<String>,
 ) -> DetectionEngineStatus {
@@ -696,7 +701,7 @@ fn engine_status(
             ready,
             progressing,
             rules_in_sync,
-            rule_sets_condition(view, candidates, plan),
+            rule_sets_condition(view, candidates, plan, live),
             degraded_condition(view, candidates, plan),
         ],
         replicas: Some(pods.total as i32),
@@ -788,8 +793,14 @@ fn ready_condition(view: &EngineView, replicas: usize, ready: usize) -> Conditio
     }
 }
 
-/// `RuleSetsSelected`: which selected rule sets are loaded, and which left out.
-fn rule_sets_condition(view: &EngineView, candidates: &[Candidate], plan: &Plan) -> Condition {
+/// `RuleSetsSelected`: which selected rule sets are loaded, and which left
+/// out. With a blocked rollout, what the pods keep is the live ConfigMap's.
+fn rule_sets_condition(
+    view: &EngineView,
+    candidates: &[Candidate],
+    plan: &Plan,
+    live: &LiveRules,
+) -> Condition {
     if candidates.is_empty() {
         return view.cond(
             RULE_SETS_SELECTED,
@@ -801,12 +812,15 @@ fn rule_sets_condition(view: &EngineView, candidates: &[Candidate], plan: &Plan)
             ),
         );
     }
-    let loaded: Vec<&str> = plan
-        .aggregate
-        .rule_sets
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let loaded: Vec<&str> = if plan.blocking.is_some() {
+        live.included.keys().map(String::as_str).collect()
+    } else {
+        plan.aggregate
+            .rule_sets
+            .keys()
+            .map(String::as_str)
+            .collect()
+    };
     let mut left_out: Vec<String> = candidates
         .iter()
         .filter(|c| matches!(c.serving, Serving::LeftOut))
@@ -942,7 +956,7 @@ fn next_look(
 ) -> Action {
     match desired_hash {
         Some(hash) if plan.blocking.is_none() && pods.total > 0 && pods.in_sync < pods.total => {
-            Action::requeue(ctx.next_sync_delay(&view.uid, hash))
+            Action::requeue(ctx.next_sync_delay(&view.uid, hash, pods.failed.is_empty()))
         }
         _ => {
             ctx.reset_sync(&view.uid);

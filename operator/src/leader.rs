@@ -240,7 +240,8 @@ impl Watchdog {
     /// Until when the controllers may run, when they may start: the Lease
     /// names this replica and is valid for at least one more read.
     async fn confirm_start(&self) -> Option<SystemTime> {
-        match self.read().await {
+        let read = tokio::time::timeout(self.duration, self.read()).await;
+        match read.unwrap_or(Holding::Unknown) {
             Holding::Until(until) if until > SystemTime::now() + self.poll => Some(until),
             _ => None,
         }
@@ -255,10 +256,13 @@ impl Watchdog {
                 return;
             }
             tokio::time::sleep(left.min(self.poll)).await;
-            match self.read().await {
-                Holding::Until(later) => until = until.max(later),
-                Holding::NotHeld => return,
-                Holding::Unknown => {}
+            // A read that hangs (packets dropped on the way to the API
+            // server) must not outlast the deadline.
+            let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+            match tokio::time::timeout(left, self.read()).await {
+                Ok(Holding::Until(later)) => until = until.max(later),
+                Ok(Holding::NotHeld) | Err(_) => return,
+                Ok(Holding::Unknown) => {}
             }
         }
     }

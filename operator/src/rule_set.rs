@@ -19,6 +19,7 @@ use rsigma_crds::{
 
 use crate::controller::{
     Context, Error, MAX_RULE_ERRORS, RULE_SET_LISTS, conclude, fetch_config_maps, first_error,
+    store_ready,
 };
 use crate::resources::{self, RULES_HASH_ANNOTATION};
 use crate::status::{apply_status, condition, find};
@@ -32,8 +33,8 @@ pub(crate) async fn reconcile_rule_set(
     if rule_set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    if ctx.engines.wait_until_ready().await.is_err() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
+    if !store_ready(&ctx.engines) {
+        return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let result = reconcile_rule_set_inner(&rule_set, &ctx).await;
     conclude(&ctx, rule_set.as_ref(), result, |_| {}).await
@@ -51,7 +52,14 @@ async fn reconcile_rule_set_inner(rule_set: &SigmaRuleSet, ctx: &Context) -> Res
     let errors = spec_errors(rule_set, &validation.errors);
     let valid = errors.is_empty();
     ctx.update_validity(&uid, valid);
-    let serving = serving(ctx, &view, &uid, valid, &set.content_hash);
+    let serving = serving(
+        ctx,
+        &view,
+        &uid,
+        valid,
+        validation.is_valid(),
+        &set.content_hash,
+    );
 
     let bindings = bindings(ctx, rule_set, &view, valid, &set.content_hash, &serving).await?;
     let mut status = SigmaRuleSetStatus {
@@ -153,18 +161,24 @@ fn spec_errors(rule_set: &SigmaRuleSet, rule_errors: &[RuleErrorStatus]) -> Vec<
 }
 
 /// (generation, content hash) of what engines serve of this set: the
-/// current content while valid; else the last valid one this operator
-/// remembers, else the one the previous status recorded; `None` when the set
-/// was never valid.
+/// current content while valid; while its rules are invalid, the last valid
+/// content this operator remembers, else the one the previous status
+/// recorded; `None` when the set was never valid, or when only the spec is
+/// wrong (an empty set, a bad engineSelector: engines then load nothing of
+/// it). The engine reconciler decides the same way from the rules alone.
 fn serving(
     ctx: &Context,
     view: &SetView,
     uid: &str,
     valid: bool,
+    rules_valid: bool,
     content_hash: &str,
 ) -> Option<(Option<i64>, String)> {
     if valid {
         return Some((view.generation, content_hash.to_owned()));
+    }
+    if rules_valid {
+        return None;
     }
     if let Some(last) = ctx.last_valid(uid) {
         return Some((last.generation, last.set.content_hash.clone()));
