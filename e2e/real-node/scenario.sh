@@ -8,13 +8,16 @@
 #   bash e2e/real-node/scenario.sh [STEP...]
 #
 # Environment:
-#   RSIGMA_SIGMAHQ_DIR  SigmaHQ checkout (default: ../shared/corpus/sigmahq
-#                       next to the repository)
+#   RSIGMA_SIGMAHQ_DIR  SigmaHQ checkout (default: shared/corpus/sigmahq next
+#                       to the repository or one of its parents; without
+#                       one the scenario is skipped with a notice, as the
+#                       corpus tests are)
 #   RN_DIR              use this directory for the cluster (default: a
 #                       temporary one); RN_KEEP=1 leaves the cluster running
 #   RSIGMA_SKIP_BUILD=1 use target/release as it is
-# Exit status: 0 passed; 1 a step failed (logs of the operator and the
-# engine pods are printed); 3 the cluster could not start.
+# Exit status: 0 passed (or skipped without a corpus); 1 a step failed (logs
+# of the operator and the engine pods are printed); 3 the cluster could not
+# start or this is not root.
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,9 +26,30 @@ ROOT=$(cd "$HERE/../.." && pwd)
 source "$HERE/../control-plane/common.sh"
 log() { echo "real-node/scenario.sh: $*" >&2; }
 
-SIGMAHQ_DIR=${RSIGMA_SIGMAHQ_DIR:-$ROOT/../shared/corpus/sigmahq}
-[[ -d $SIGMAHQ_DIR/rules ]] || { log "no SigmaHQ corpus at $SIGMAHQ_DIR (set RSIGMA_SIGMAHQ_DIR)"; exit 3; }
+# The SigmaHQ corpus: RSIGMA_SIGMAHQ_DIR, else shared/corpus/sigmahq beside
+# the checkout or beside one of its parent directories. Like the corpus
+# tests of `cargo test`, the scenario is skipped (loudly) without it.
+find_corpus() {
+    local dir=$ROOT
+    if [[ -n ${RSIGMA_SIGMAHQ_DIR:-} ]]; then
+        echo "$RSIGMA_SIGMAHQ_DIR"
+        return
+    fi
+    while [[ $dir != / ]]; do
+        dir=$(dirname "$dir")
+        if [[ -d $dir/shared/corpus/sigmahq/rules ]]; then
+            echo "$dir/shared/corpus/sigmahq"
+            return
+        fi
+    done
+}
+SIGMAHQ_DIR=$(find_corpus)
+if [[ -z $SIGMAHQ_DIR || ! -d $SIGMAHQ_DIR/rules ]]; then
+    log "SKIPPED: no SigmaHQ corpus (looked for shared/corpus/sigmahq beside $ROOT and its parents; set RSIGMA_SIGMAHQ_DIR to a SigmaHQ checkout)"
+    exit 0
+fi
 SIGMAHQ_DIR=$(cd "$SIGMAHQ_DIR" && pwd)
+log "SigmaHQ corpus: $SIGMAHQ_DIR"
 [[ $(id -u) -eq 0 ]] || { log "the real node needs root (namespaces, mounts, cgroups)"; exit 3; }
 
 T0=$SECONDS
