@@ -235,6 +235,13 @@ impl Context {
                 set: set.clone(),
             }),
         );
+        self.forget_deleted_rule_sets(&mut last, uid);
+    }
+
+    /// Drops from a per-rule-set map the UIDs of sets that no longer exist
+    /// (`keep` stays: it may be a set the cache has not seen yet). Nothing is
+    /// dropped while the cache is empty (not listed yet).
+    fn forget_deleted_rule_sets<V>(&self, map: &mut HashMap<String, V>, keep: &str) {
         let live: std::collections::HashSet<String> = self
             .rule_sets
             .state()
@@ -242,7 +249,7 @@ impl Context {
             .filter_map(|r| r.uid())
             .collect();
         if !live.is_empty() {
-            last.retain(|k, _| live.contains(k) || k == uid);
+            map.retain(|k, _| live.contains(k) || k == keep);
         }
     }
 
@@ -278,15 +285,7 @@ impl Context {
     pub(crate) fn update_validity(&self, uid: &str, valid: bool) {
         let mut validity = self.validity.lock().expect("lock");
         validity.insert(uid.to_owned(), valid);
-        let live: std::collections::HashSet<String> = self
-            .rule_sets
-            .state()
-            .iter()
-            .filter_map(|r| r.uid())
-            .collect();
-        if !live.is_empty() {
-            validity.retain(|k, _| live.contains(k) || k == uid);
-        }
+        self.forget_deleted_rule_sets(&mut validity, uid);
         let valid_n = validity.values().filter(|v| **v).count();
         self.metrics
             .rule_sets
