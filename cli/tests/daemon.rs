@@ -116,12 +116,12 @@ const BETA: &str = "Daemon Test Beta";
 // Standard input ────────────────────────────────────────────────────────────
 
 #[test]
-fn stdin_input_drains_at_end_of_input_and_matches_eval() {
+fn stdin_input_with_exit_on_eof_drains_at_end_of_input_and_matches_eval() {
     let dir = tempdir();
     let mut daemon = DaemonCommand::new(dir.path())
         .arg("-r")
         .arg(sample_rules())
-        .arg("--include-event")
+        .args(["--include-event", "--exit-on-eof"])
         .piped_stdin()
         .start();
 
@@ -138,7 +138,7 @@ fn stdin_input_drains_at_end_of_input_and_matches_eval() {
     assert_eq!(
         status.code(),
         Some(0),
-        "end of stdin stops the daemon\n{}",
+        "end of stdin stops the daemon with --exit-on-eof\n{}",
         daemon.logs()
     );
 
@@ -186,30 +186,113 @@ fn http_ingest_fans_out_to_file_and_stdout_and_rejects_long_lines() {
     });
     assert_eq!(multiset(&on_stdout), multiset(&expected), "stdout sink");
 
-    // One line over --max-line-bytes rejects the whole body.
+    // Each line of a body stands alone: one over --max-line-bytes and one
+    // that is not UTF-8 go to the DLQ, the good lines around them are
+    // evaluated, and the answer counts both.
     let whoami = json!({"EventRecordID": 100, "Image": "C:\\Windows\\System32\\whoami.exe"});
     let long = json!({"EventRecordID": 101, "Image": "C:\\Windows\\System32\\whoami.exe",
                       "Padding": "x".repeat(5000)});
-    let answer = daemon.post("/api/v1/events", format!("{whoami}\n{long}\n"));
-    assert_eq!(answer.status, 413, "an over-long line: {}", answer.body);
-    assert_eq!(answer.json()["accepted"], json!(0), "{}", answer.body);
-
-    // Nothing of it was queued: the next event is the 21st processed.
     let next = json!({"EventRecordID": 102, "Image": "C:\\Windows\\System32\\whoami.exe"});
-    daemon.post_events(format!("{next}\n"), 1);
-    let in_file = daemon.wait_records(&out, 15);
-    let ids: Vec<u64> = in_file
+    let mut body = format!("{whoami}\n{long}\n").into_bytes();
+    body.extend_from_slice(b"{\"EventRecordID\": 103, \"Image\": \"\xff\"}\n");
+    body.extend_from_slice(format!("{next}\n").as_bytes());
+    let answer = daemon.post("/api/v1/events", body);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let counts = answer.json();
+    assert_eq!((&counts["accepted"], &counts["rejected"]), (&json!(2), &json!(2)), "{counts}");
+    assert_eq!(counts["errors"][0]["line"], json!(2), "{counts}");
+    assert_eq!(counts["errors"][1]["line"], json!(3), "{counts}");
+    let in_file = daemon.wait_records(&out, 16);
+    let mut ids: Vec<u64> = in_file
         .iter()
         .filter_map(|r| r["event"]["EventRecordID"].as_u64())
         .filter(|id| *id >= 100)
         .collect();
-    assert_eq!(ids, vec![102], "only the event after the 413 was evaluated");
+    ids.sort();
+    assert_eq!(ids, vec![100, 102], "the good lines of the body were evaluated");
+    // A body whose every line is rejected is an error.
+    let answer = daemon.post("/api/v1/events", format!("{long}\n"));
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(answer.json()["accepted"], json!(0), "{}", answer.body);
     let status = daemon.status();
-    assert_eq!(status["events_processed"], json!(21), "{status}");
-    assert_eq!(status["detection_matches"], json!(15), "{status}");
+    assert_eq!(status["events_processed"], json!(22), "{status}");
+    assert_eq!(status["detection_matches"], json!(16), "{status}");
+    assert_eq!(status["parse_errors"], json!(3), "{status}");
     daemon.stop();
-    assert_eq!(read_ndjson(&out).len(), 15);
-    assert_eq!(parse_ndjson(&daemon.stdout()).len(), 15);
+    assert_eq!(read_ndjson(&out).len(), 16);
+    assert_eq!(parse_ndjson(&daemon.stdout()).len(), 16);
+}
+
+#[test]
+fn the_daemon_keeps_serving_after_the_end_of_stdin() {
+    let dir = tempdir();
+    let mut daemon = DaemonCommand::new(dir.path())
+        .arg("-r")
+        .arg(sample_rules())
+        .piped_stdin()
+        .start();
+    let mut stdin = daemon.stdin();
+    stdin
+        .write_all(&fs::read(sample_events()).unwrap())
+        .unwrap();
+    drop(stdin);
+    daemon.wait_processed(20);
+    // Well after the end of input, the daemon still runs and answers.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!daemon.has_exited(), "{}", daemon.logs());
+    assert_eq!(daemon.get("/readyz").status, 200);
+    assert!(daemon.logs().contains("standard input ended; serving until SIGTERM"));
+    daemon.stop();
+    let records = parse_ndjson(&daemon.stdout());
+    let expected = eval_records(dir.path(), &sample_rules(), &sample_events());
+    assert_eq!(multiset(&records), multiset(&expected));
+}
+
+#[test]
+fn an_invalid_utf8_line_on_stdin_goes_to_the_dlq_and_the_next_line_is_evaluated() {
+    let dir = tempdir();
+    let dlq = dir.path().join("dlq.ndjson");
+    let mut daemon = DaemonCommand::new(dir.path())
+        .arg("-r")
+        .arg(sample_rules())
+        .args(["--dlq", &file_url(&dlq)])
+        .piped_stdin()
+        .start();
+    let mut stdin = daemon.stdin();
+    let whoami = |id: u64| {
+        json!({"EventRecordID": id, "Image": "C:\\Windows\\System32\\whoami.exe"}).to_string()
+    };
+    let mut input = Vec::new();
+    input.extend_from_slice(format!("{}\n", whoami(1)).as_bytes());
+    input.extend_from_slice(b"{\"Image\": \"bad \xff\xfe byte\"}\n");
+    input.extend_from_slice(format!("{}\n", whoami(3)).as_bytes());
+    stdin.write_all(&input).unwrap();
+    stdin.flush().unwrap();
+    daemon.wait_processed(2);
+    let letters = daemon.wait_for("the bad line in the DLQ", |_| {
+        let letters = read_ndjson(&dlq);
+        (!letters.is_empty()).then_some(letters)
+    });
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["kind"], json!("parse_error"));
+    assert_eq!(
+        letters[0]["line"],
+        json!("{\"Image\": \"bad \\xff\\xfe byte\"}"),
+        "invalid bytes are escaped"
+    );
+    assert!(
+        letters[0]["reason"].as_str().unwrap().contains("not valid UTF-8"),
+        "{}",
+        letters[0]
+    );
+    let records = daemon.wait_for("two detections", |d| {
+        let records = parse_ndjson(&d.stdout());
+        (records.len() >= 2).then_some(records)
+    });
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(daemon.status()["parse_errors"], json!(1));
+    drop(stdin);
+    daemon.stop();
 }
 
 // Health, readiness, metrics, status, rules ─────────────────────────────────
@@ -1133,7 +1216,7 @@ fn records_a_sink_cannot_take_go_to_the_dead_letter_queue() {
     assert!(
         daemon
             .metrics()
-            .get("rsigma_sink_errors_total{sink=\"file:///dev/full\"}")
+            .get("rsigma_sink_errors_total{sink=\"file:///dev/full\",type=\"file\"}")
             >= 1.0
     );
     daemon.stop();

@@ -514,13 +514,13 @@ impl Daemon {
         }
     }
 
-    /// `POST /api/v1/events`, expecting `200 {"accepted": expected}`.
+    /// `POST /api/v1/events`, expecting `200 {"accepted": expected, "rejected": 0}`.
     pub fn post_events(&self, body: impl Into<Vec<u8>>, expected: u64) {
         let answer = self.post("/api/v1/events", body);
         assert_eq!(answer.status, 200, "POST /api/v1/events: {}", answer.body);
         assert_eq!(
             answer.json(),
-            serde_json::json!({ "accepted": expected }),
+            serde_json::json!({ "accepted": expected, "rejected": 0 }),
             "POST /api/v1/events"
         );
     }

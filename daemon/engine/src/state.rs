@@ -84,6 +84,18 @@ pub struct StateSnapshot {
     pub correlations: Vec<CorrelationSnapshot>,
 }
 
+/// How far a replayable source (a JetStream stream) had been acknowledged
+/// when a snapshot was taken: the daemon compares a replay's start with it
+/// to decide whether the stored state already holds the replayed events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// The highest acknowledged stream sequence.
+    pub sequence: u64,
+    /// The broker's timestamp of that message, in milliseconds since the
+    /// Unix epoch.
+    pub time_ms: i64,
+}
+
 /// What one [`StateStore::save`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SaveStats {
@@ -225,6 +237,8 @@ const META_SAVED_AT: &str = "saved_at_ms";
 const META_VERSION: &str = "rsigma_version";
 const META_CORRELATIONS: &str = "correlation_count";
 const META_GROUPS: &str = "group_count";
+const META_SOURCE_SEQUENCE: &str = "source_sequence";
+const META_SOURCE_TIME: &str = "source_time_ms";
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -290,6 +304,17 @@ impl StateStore {
     /// When this returns `Ok` the snapshot is durable. On error nothing
     /// changed: the previous snapshot is still the stored one.
     pub fn save(&mut self, snapshot: &StateSnapshot) -> Result<SaveStats, StateError> {
+        self.save_at(snapshot, None)
+    }
+
+    /// [`save`](Self::save), recording in the same transaction how far the
+    /// source had been acknowledged (when given; else the stored position
+    /// stays as it was).
+    pub fn save_at(
+        &mut self,
+        snapshot: &StateSnapshot,
+        position: Option<SourcePosition>,
+    ) -> Result<SaveStats, StateError> {
         const OP: &str = "save";
         let path = &self.path;
         let sqlite = |source| StateError::Sqlite {
@@ -367,6 +392,14 @@ impl StateStore {
                 (META_GROUPS, stats.groups.to_string()),
             ] {
                 put_meta.execute(params![key, value]).map_err(sqlite)?;
+            }
+            if let Some(position) = position {
+                put_meta
+                    .execute(params![META_SOURCE_SEQUENCE, position.sequence.to_string()])
+                    .map_err(sqlite)?;
+                put_meta
+                    .execute(params![META_SOURCE_TIME, position.time_ms.to_string()])
+                    .map_err(sqlite)?;
             }
         }
         tx.commit().map_err(sqlite)?;
@@ -465,6 +498,30 @@ impl StateStore {
         Ok(Some(StateSnapshot {
             saved_at_ms,
             correlations,
+        }))
+    }
+
+    /// The source position saved with the stored snapshot, if any.
+    pub fn source_position(&self) -> Result<Option<SourcePosition>, StateError> {
+        const OP: &str = "load";
+        let read = |key: &str| read_meta(&self.conn, key).map_err(|e| self.sqlite(OP, e));
+        let (Some(sequence), Some(time_ms)) =
+            (read(META_SOURCE_SEQUENCE)?, read(META_SOURCE_TIME)?)
+        else {
+            return Ok(None);
+        };
+        let corrupt = |key: &str, value: &str| StateError::Corrupt {
+            path: self.path.clone(),
+            operation: OP,
+            detail: format!("meta {key} is {value:?}"),
+        };
+        Ok(Some(SourcePosition {
+            sequence: sequence
+                .parse()
+                .map_err(|_| corrupt(META_SOURCE_SEQUENCE, &sequence))?,
+            time_ms: time_ms
+                .parse()
+                .map_err(|_| corrupt(META_SOURCE_TIME, &time_ms))?,
         }))
     }
 

@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rsigma_engine::state::{
-    APPLICATION_ID, CorrelationSnapshot, GroupSnapshot, SCHEMA_VERSION, StateError, StateSnapshot,
-    StateStore, restore_filter,
+    APPLICATION_ID, CorrelationSnapshot, GroupSnapshot, SCHEMA_VERSION, SourcePosition, StateError,
+    StateSnapshot, StateStore, restore_filter,
 };
 use rusqlite::Connection;
 use serde_json::{Value, json};
@@ -165,6 +165,36 @@ fn clear_forgets_the_state() {
     let mut fresh = open(&dir.path().join("fresh.db"));
     fresh.clear().unwrap();
     assert_eq!(fresh.load().unwrap(), None);
+}
+
+#[test]
+fn source_position_is_saved_with_the_snapshot_and_cleared_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = open(&path);
+    assert_eq!(store.source_position().unwrap(), None);
+    // A save without a position records none.
+    store.save(&sample()).unwrap();
+    assert_eq!(store.source_position().unwrap(), None);
+    let first = SourcePosition {
+        sequence: 1_001,
+        time_ms: 1_715_000_000_000,
+    };
+    store.save_at(&sample(), Some(first)).unwrap();
+    assert_eq!(store.source_position().unwrap(), Some(first));
+    // A later save without a position keeps the stored one.
+    store.save(&sample()).unwrap();
+    drop(store);
+    let mut store = open(&path);
+    assert_eq!(store.source_position().unwrap(), Some(first));
+    let later = SourcePosition {
+        sequence: u64::MAX,
+        time_ms: -1,
+    };
+    store.save_at(&sample(), Some(later)).unwrap();
+    assert_eq!(store.source_position().unwrap(), Some(later));
+    store.clear().unwrap();
+    assert_eq!(store.source_position().unwrap(), None);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::context::{DaemonContext, ReloadRecord, ReloadTrigger};
 use crate::ruleset::RuleCounts;
-use crate::source::{InputLine, submit};
+use crate::source::{InputLine, check_line, submit};
 use crate::tap::{Stage, TapError, TapRequest, TapStream, parse_redact_fields};
 
 /// Largest accepted `POST /api/v1/events` body.
@@ -40,19 +40,21 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(context): State<Arc<DaemonContext>>) -> Response {
-    if context.is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        let reason = context
+    let reason = if !context.is_ready() {
+        context
             .last_reload()
             .and_then(|r| r.error)
-            .unwrap_or_else(|| "rules not loaded".into());
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}"),
-        )
-            .into_response()
-    }
+            .unwrap_or_else(|| "rules not loaded".into())
+    } else if !context.is_source_connected() {
+        format!("the source {} is disconnected", context.config.input)
+    } else {
+        return (StatusCode::OK, "ready").into_response();
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {reason}"),
+    )
+        .into_response()
 }
 
 async fn metrics(State(context): State<Arc<DaemonContext>>) -> Response {
@@ -193,24 +195,6 @@ async fn events(State(context): State<Arc<DaemonContext>>, body: Bytes) -> Respo
         )
             .into_response();
     }
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": "the body is not UTF-8"})),
-        )
-            .into_response();
-    };
-    let limit = context.config.max_line_bytes;
-    if let Some((number, _)) = text.lines().enumerate().find(|(_, l)| l.len() > limit) {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(json!({
-                "error": format!("line {} exceeds the maximum line size of {limit} bytes", number + 1),
-                "accepted": 0,
-            })),
-        )
-            .into_response();
-    }
     let Some(sender) = context.ingest() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -218,19 +202,47 @@ async fn events(State(context): State<Arc<DaemonContext>>, body: Bytes) -> Respo
         )
             .into_response();
     };
-    let mut accepted = 0_u64;
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
+    // Each line stands alone: one that is not UTF-8 or too long goes to the
+    // dead-letter queue, and the lines around it are still evaluated.
+    let limit = context.config.max_line_bytes;
+    let (mut accepted, mut rejected) = (0_u64, 0_u64);
+    let mut errors = Vec::new();
+    for (number, line) in body.split(|byte| *byte == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        if !submit(&context, &sender, InputLine::new(line.to_owned())).await {
-            break;
+        match check_line(line, limit) {
+            Ok(text) => {
+                if !submit(&context, &sender.lines, InputLine::new(text.to_owned())).await {
+                    break;
+                }
+                accepted += 1;
+            }
+            Err(letter) => {
+                rejected += 1;
+                context.metrics.parse_errors.inc();
+                if errors.len() < MAX_REPORTED_LINE_ERRORS {
+                    errors.push(json!({"line": number + 1, "reason": letter.reason}));
+                }
+                let _ = sender.rejected.send(letter).await;
+            }
         }
-        accepted += 1;
     }
-    axum::Json(json!({ "accepted": accepted })).into_response()
+    let mut answer = json!({ "accepted": accepted, "rejected": rejected });
+    if !errors.is_empty() {
+        answer["errors"] = json!(errors);
+    }
+    let status = if accepted == 0 && rejected > 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(answer)).into_response()
 }
+
+/// Rejected lines whose reasons an answer lists (all are counted).
+const MAX_REPORTED_LINE_ERRORS: usize = 16;
 
 /// Query of `GET /api/v1/tap`.
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,8 @@
 //! readiness and reload status, metrics, and the handles to the queues.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use rsigma_engine::state::SourcePosition;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -12,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::config::DaemonConfig;
 use crate::metrics::Metrics;
 use crate::ruleset::Ruleset;
+use crate::sink::DeadLetter;
 use crate::source::InputLine;
 use crate::tap::TapHub;
 use crate::tls::TlsState;
@@ -41,6 +44,16 @@ pub struct ReloadRecord {
     pub trigger: ReloadTrigger,
 }
 
+/// Where sources put what they receive: lines for the workers, and lines
+/// rejected before decoding (not UTF-8, too long) for the dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    /// The input queue.
+    pub lines: mpsc::Sender<InputLine>,
+    /// The dead-letter queue.
+    pub rejected: mpsc::Sender<DeadLetter>,
+}
+
 /// State shared by every task of a running daemon.
 pub struct DaemonContext {
     /// The configuration it runs with.
@@ -55,8 +68,14 @@ pub struct DaemonContext {
     last_reload: Mutex<Option<ReloadRecord>>,
     /// Reload requests, for the debounced reload task.
     pub reload_requests: mpsc::UnboundedSender<ReloadTrigger>,
-    /// The input queue while sources may still submit; taken at shutdown.
-    ingest: Mutex<Option<mpsc::Sender<InputLine>>>,
+    /// The queues while sources may still submit; taken at shutdown.
+    ingest: Mutex<Option<Ingest>>,
+    /// Whether the source is connected (a broker input can lose its
+    /// connection; the others are always up).
+    source_connected: AtomicBool,
+    /// How far a replayable source has been acknowledged, saved with the
+    /// correlation state.
+    source_position: Mutex<Option<SourcePosition>>,
     /// TLS of the API listener, rotated on reload.
     pub tls: Option<TlsState>,
     /// The live tap's sessions.
@@ -73,7 +92,7 @@ impl DaemonContext {
         ruleset: Ruleset,
         metrics: Metrics,
         reload_requests: mpsc::UnboundedSender<ReloadTrigger>,
-        ingest: mpsc::Sender<InputLine>,
+        ingest: Ingest,
         tls: Option<TlsState>,
     ) -> Arc<DaemonContext> {
         let tap = Arc::new(TapHub::new(config.tap.clone()));
@@ -85,6 +104,8 @@ impl DaemonContext {
             last_reload: Mutex::new(None),
             reload_requests,
             ingest: Mutex::new(Some(ingest)),
+            source_connected: AtomicBool::new(true),
+            source_position: Mutex::new(None),
             tls,
             tap,
             server: axum_server::Handle::new(),
@@ -96,6 +117,30 @@ impl DaemonContext {
     /// True when the last load succeeded.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// True unless the source lost its connection.
+    pub fn is_source_connected(&self) -> bool {
+        self.source_connected.load(Ordering::Acquire)
+    }
+
+    /// Records whether the source is connected (readiness follows).
+    pub fn set_source_connected(&self, connected: bool) {
+        self.source_connected.store(connected, Ordering::Release);
+    }
+
+    /// How far the source has been acknowledged.
+    pub fn source_position(&self) -> Option<SourcePosition> {
+        *self.source_position.lock().expect("not poisoned")
+    }
+
+    /// Moves the acknowledged position forward (never back: acknowledgements
+    /// of parallel workers arrive out of order).
+    pub fn advance_source_position(&self, position: SourcePosition) {
+        let mut stored = self.source_position.lock().expect("not poisoned");
+        if stored.is_none_or(|s| s.sequence < position.sequence) {
+            *stored = Some(position);
+        }
     }
 
     /// The last reload, if any.
@@ -130,8 +175,8 @@ impl DaemonContext {
             .set(counts.filters as i64);
     }
 
-    /// A sender to the input queue, unless the daemon is shutting down.
-    pub fn ingest(&self) -> Option<mpsc::Sender<InputLine>> {
+    /// The queues sources submit to, unless the daemon is shutting down.
+    pub fn ingest(&self) -> Option<Ingest> {
         self.ingest.lock().expect("not poisoned").clone()
     }
 

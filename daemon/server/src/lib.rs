@@ -2,13 +2,16 @@
 //! health, readiness, Prometheus metrics and an HTTP API.
 //!
 //! ```text
-//!  source (stdin | POST /api/v1/events)
+//!  source (stdin | POST /api/v1/events | JetStream consumer)
 //!     │  bounded input queue (--buffer-size), back-pressure counted
 //!     ▼
 //!  workers (one thread per core): decode → evaluate → correlate
 //!     │  bounded output queue            └─ undecodable lines → DLQ
 //!     ▼
-//!  sinks (stdout, file://…) fan-out      └─ failed deliveries → DLQ
+//!  sinks (stdout, file://…, nats://…) fan-out  └─ failed deliveries → DLQ
+//!     │
+//!     └─ receipts settle: a JetStream message is acknowledged once all its
+//!        outputs were delivered (see [`source::Receipt`])
 //! ```
 //!
 //! The active rule set sits behind an [`arc_swap::ArcSwap`]: workers load it
@@ -20,6 +23,8 @@ pub mod config;
 pub mod context;
 pub mod input;
 pub mod metrics;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod persist;
 pub mod processor;
 pub mod reload;
@@ -61,8 +66,8 @@ impl DaemonError {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT (or the end of standard input
-/// with `--input stdin`), then drains in-flight events within the drain
+/// Runs the daemon until SIGTERM or SIGINT (or, with `--exit-on-eof`, the
+/// end of standard input), then drains in-flight events within the drain
 /// timeout, writes the final state snapshot and returns.
 pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     // Handlers are installed before anything else, so a signal that arrives
@@ -75,6 +80,24 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     run_until(config, termination_signal(terminate, interrupt)).await
 }
 
+/// The queues between the stages, created before the context that hands
+/// their sending ends to the sources.
+struct Queues {
+    reloads: mpsc::UnboundedReceiver<context::ReloadTrigger>,
+    input: mpsc::Receiver<source::InputLine>,
+    output_sender: mpsc::Sender<sink::OutputChunk>,
+    output: mpsc::Receiver<sink::OutputChunk>,
+    dead_letter_sender: mpsc::Sender<sink::DeadLetter>,
+    dead_letters: mpsc::Receiver<sink::DeadLetter>,
+}
+
+/// The evaluation and delivery threads.
+struct Pipeline {
+    workers: Vec<std::thread::JoinHandle<()>>,
+    outputs: std::thread::JoinHandle<()>,
+    dead_letters: std::thread::JoinHandle<()>,
+}
+
 /// [`run`], stopping when `shutdown` completes instead of on a signal
 /// (for embedding and tests).
 pub async fn run_until(
@@ -83,18 +106,10 @@ pub async fn run_until(
 ) -> Result<(), DaemonError> {
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|err| DaemonError::Config(format!("cannot handle SIGHUP: {err}")))?;
-    let mut shutdown = std::pin::pin!(shutdown);
     config.validate().map_err(DaemonError::Config)?;
     let decoder = input::Decoder::new(&config.decoder)
         .map(Arc::new)
         .map_err(|err| DaemonError::Config(err.to_string()))?;
-    let sinks = sink::open_all(&config.outputs).map_err(DaemonError::Config)?;
-    let dlq = match &config.dlq {
-        Some(spec) => sink::open_all(std::slice::from_ref(spec))
-            .map_err(DaemonError::Config)?
-            .pop(),
-        None => None,
-    };
     let tls = config
         .tls
         .clone()
@@ -104,19 +119,7 @@ pub async fn run_until(
     let listener = std::net::TcpListener::bind(config.api_addr).map_err(|err| {
         DaemonError::Config(format!("cannot listen on {}: {err}", config.api_addr))
     })?;
-    let workers = config.workers;
-    let (reload_requests, reload_queue) = mpsc::unbounded_channel();
-    let (input_sender, input_queue) = mpsc::channel(config.buffer_size);
-    let (output_sender, output_queue) = mpsc::channel(config.buffer_size);
-    let (dead_letter_sender, dead_letter_queue) = mpsc::channel(config.buffer_size);
-    let context = DaemonContext::new(
-        config,
-        Ruleset::empty(),
-        Metrics::new(),
-        reload_requests,
-        input_sender,
-        tls,
-    );
+    let (context, queues) = new_context(config, tls);
 
     // The listener comes up first: liveness holds while the rules load,
     // readiness does not.
@@ -126,14 +129,146 @@ pub async fn run_until(
         tls = context.tls.is_some(),
         "API listening"
     );
+    let started = start(&context, decoder, queues, hangups).await;
+    let (running, pipeline, source) = match started {
+        Ok(started) => started,
+        Err(err) => {
+            context.server.shutdown();
+            let _ = server.await;
+            return Err(err);
+        }
+    };
+    // Ready only now: state restored, watcher and signal handlers in place.
+    context.mark_loaded();
+    let source = wait_for_shutdown(shutdown, source, &context).await;
+    drain(&context, running, pipeline, source).await;
+    context
+        .server
+        .graceful_shutdown(Some(std::time::Duration::from_secs(1)));
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
 
-    let loading = Arc::clone(&context);
+fn new_context(config: DaemonConfig, tls: Option<tls::TlsState>) -> (Arc<DaemonContext>, Queues) {
+    let (reload_requests, reloads) = mpsc::unbounded_channel();
+    let (input_sender, input) = mpsc::channel(config.buffer_size);
+    let (output_sender, output) = mpsc::channel(config.buffer_size);
+    let (dead_letter_sender, dead_letters) = mpsc::channel(config.buffer_size);
+    let ingest = context::Ingest {
+        lines: input_sender,
+        rejected: dead_letter_sender.clone(),
+    };
+    let context = DaemonContext::new(
+        config,
+        Ruleset::empty(),
+        Metrics::new(),
+        reload_requests,
+        ingest,
+        tls,
+    );
+    let queues = Queues {
+        reloads,
+        input,
+        output_sender,
+        output,
+        dead_letter_sender,
+        dead_letters,
+    };
+    (context, queues)
+}
+
+/// What runs beside the pipeline until shutdown.
+struct Running {
+    transports: Transports,
+    persistence: Option<Persistence>,
+    stop_saving: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// Loads the rules, connects the transports, opens the sinks and the state,
+/// and starts the pipeline, the reload tasks and the source.
+async fn start(
+    context: &Arc<DaemonContext>,
+    decoder: Arc<input::Decoder>,
+    queues: Queues,
+    hangups: tokio::signal::unix::Signal,
+) -> Result<(Running, Pipeline, Source), DaemonError> {
+    load_first_rules(context).await?;
+    let transports = Transports::connect(context).await?;
+    let sinks = open_sinks(context, &transports, &context.config.outputs).await?;
+    let dlq = match &context.config.dlq {
+        Some(spec) => open_sinks(context, &transports, std::slice::from_ref(spec))
+            .await?
+            .pop(),
+        None => None,
+    };
+    let persistence = match &context.config.state {
+        Some(state) => Some(Persistence::open(state, context).map_err(DaemonError::Config)?),
+        None => None,
+    };
+    let watcher = if context.config.watch {
+        Some(reload::watch(context).map_err(DaemonError::Config)?)
+    } else {
+        None
+    };
+    let mut tasks = vec![
+        tokio::spawn(reload::on_sighup(Arc::clone(context), hangups)),
+        tokio::spawn(reload::run(Arc::clone(context), queues.reloads)),
+    ];
+    let stop_saving = CancellationToken::new();
+    if let Some(persistence) = &persistence {
+        tasks.push(tokio::spawn(
+            persistence
+                .clone()
+                .run(Arc::clone(context), stop_saving.clone()),
+        ));
+    }
+    let pipeline = Pipeline {
+        workers: processor::spawn_workers(
+            context.config.workers,
+            Arc::clone(context),
+            decoder,
+            Arc::new(Mutex::new(queues.input)),
+            queues.output_sender,
+            queues.dead_letter_sender.clone(),
+        ),
+        outputs: spawn_thread("rsigma-sinks", {
+            let (context, dead_letters) = (Arc::clone(context), queues.dead_letter_sender);
+            move || sink::run_outputs(context, sinks, queues.output, dead_letters)
+        }),
+        dead_letters: spawn_thread("rsigma-dlq", {
+            let context = Arc::clone(context);
+            move || sink::run_dead_letters(context, dlq, queues.dead_letters)
+        }),
+    };
+    let source = Source::start(context, &transports).await?;
+    let running = Running {
+        transports,
+        persistence,
+        stop_saving,
+        tasks,
+        _watcher: watcher,
+    };
+    Ok((running, pipeline, source))
+}
+
+fn spawn_thread(name: &str, run: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(run)
+        .expect("spawning a daemon thread")
+}
+
+async fn load_first_rules(context: &Arc<DaemonContext>) -> Result<(), DaemonError> {
+    let loading = Arc::clone(context);
     let first = tokio::task::spawn_blocking(move || ruleset::load(&loading.config))
         .await
         .expect("the rule loader does not panic");
     match first {
         Ok(ruleset) => {
-            reload::swap(&context, ruleset);
+            reload::swap(context, ruleset);
             let active = context.ruleset.load();
             tracing::info!(
                 rules = active.counts.detection,
@@ -141,103 +276,179 @@ pub async fn run_until(
                 hash = %active.digest,
                 "rules loaded"
             );
+            Ok(())
         }
-        Err(failure) => {
-            context.server.shutdown();
-            let _ = server.await;
-            return Err(if failure.pipeline {
-                DaemonError::Config(failure.to_string())
-            } else {
-                DaemonError::Rules(failure.to_string())
-            });
+        Err(failure) if failure.pipeline => Err(DaemonError::Config(failure.to_string())),
+        Err(failure) => Err(DaemonError::Rules(failure.to_string())),
+    }
+}
+
+async fn open_sinks(
+    context: &Arc<DaemonContext>,
+    transports: &Transports,
+    specs: &[SinkSpec],
+) -> Result<Vec<sink::Sink>, DaemonError> {
+    let mut sinks = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let opened = match spec {
+            SinkSpec::Stdout => Ok(sink::Sink::stdout(context)),
+            SinkSpec::File(path) => sink::Sink::file(path, context)
+                .map_err(|err| format!("cannot open sink {spec}: {err}")),
+            SinkSpec::Nats(target) => transports.open_nats_sink(context, target).await,
+        };
+        sinks.push(opened.map_err(DaemonError::Config)?);
+    }
+    Ok(sinks)
+}
+
+/// Connections of the broker transports: none unless a `nats://` URL is
+/// configured.
+struct Transports {
+    #[cfg(feature = "nats")]
+    nats: Option<nats::Clients>,
+}
+
+impl Transports {
+    #[cfg(feature = "nats")]
+    async fn connect(context: &Arc<DaemonContext>) -> Result<Transports, DaemonError> {
+        let nats = if context.config.uses_nats() {
+            Some(
+                nats::Clients::connect(context)
+                    .await
+                    .map_err(DaemonError::Config)?,
+            )
+        } else {
+            None
+        };
+        Ok(Transports { nats })
+    }
+
+    #[cfg(not(feature = "nats"))]
+    async fn connect(_: &Arc<DaemonContext>) -> Result<Transports, DaemonError> {
+        Ok(Transports {})
+    }
+
+    #[cfg(feature = "nats")]
+    async fn open_nats_sink(
+        &self,
+        context: &Arc<DaemonContext>,
+        target: &config::NatsTarget,
+    ) -> Result<sink::Sink, String> {
+        let clients = self.nats.as_ref().expect("connected for every nats:// URL");
+        nats::sink::open(context, clients, target).await
+    }
+
+    #[cfg(not(feature = "nats"))]
+    async fn open_nats_sink(
+        &self,
+        _: &Arc<DaemonContext>,
+        target: &config::NatsTarget,
+    ) -> Result<sink::Sink, String> {
+        Err(format!("{target}: NATS is not available in this build"))
+    }
+
+    async fn flush(&self) {
+        #[cfg(feature = "nats")]
+        if let Some(clients) = &self.nats {
+            clients.flush().await;
         }
     }
-    let persistence = match &context.config.state {
-        Some(state) => Some(Persistence::open(state, &context).map_err(DaemonError::Config)?),
-        None => None,
-    };
-    let _watcher = if context.config.watch {
-        Some(reload::watch(&context).map_err(DaemonError::Config)?)
-    } else {
-        None
-    };
-    let hangups = tokio::spawn(reload::on_sighup(Arc::clone(&context), hangups));
+}
 
-    let outputs = {
-        let (context, dead_letters) = (Arc::clone(&context), dead_letter_sender.clone());
-        std::thread::Builder::new()
-            .name("rsigma-sinks".into())
-            .spawn(move || sink::run_outputs(context, sinks, output_queue, dead_letters))
-            .expect("spawning the sink thread")
-    };
-    let dead_letters = {
-        let context = Arc::clone(&context);
-        std::thread::Builder::new()
-            .name("rsigma-dlq".into())
-            .spawn(move || sink::run_dead_letters(context, dlq, dead_letter_queue))
-            .expect("spawning the dead-letter thread")
-    };
-    let worker_threads = processor::spawn_workers(
-        workers,
-        Arc::clone(&context),
-        decoder,
-        Arc::new(Mutex::new(input_queue)),
-        output_sender,
-        dead_letter_sender.clone(),
-    );
-    let reloads = tokio::spawn(reload::run(Arc::clone(&context), reload_queue));
-    let stop_saving = CancellationToken::new();
-    if let Some(persistence) = &persistence {
-        tokio::spawn(
-            persistence
-                .clone()
-                .run(Arc::clone(&context), stop_saving.clone()),
-        );
-    }
-    let stdin_ended = match context.config.input {
-        InputSpec::Stdin => {
-            let (ended, stdin_ended) = tokio::sync::oneshot::channel();
-            source::stdin(Arc::clone(&context), dead_letter_sender.clone(), ended);
-            Some(stdin_ended)
-        }
-        InputSpec::Http => None,
-    };
-    drop(dead_letter_sender);
+/// The running event source.
+enum Source {
+    /// Standard input; the receiver fires at its end.
+    Stdin(tokio::sync::oneshot::Receiver<()>),
+    /// `POST /api/v1/events`, served by the API.
+    Http,
+    /// A JetStream consumer.
+    #[cfg(feature = "nats")]
+    Nats(nats::source::NatsSource),
+}
 
-    // Ready only now: state restored, watcher and signal handlers in place.
-    context.mark_loaded();
-    wait_for_shutdown(shutdown.as_mut(), stdin_ended).await;
-    tracing::info!("shutting down: draining in-flight events");
-    context.close_ingest();
-    let drained = tokio::time::timeout(context.config.drain_timeout, async {
-        let _ = tokio::task::spawn_blocking(move || {
-            for worker in worker_threads {
-                let _ = worker.join();
+impl Source {
+    async fn start(
+        context: &Arc<DaemonContext>,
+        transports: &Transports,
+    ) -> Result<Source, DaemonError> {
+        match &context.config.input {
+            InputSpec::Stdin => {
+                let (ended, stdin_ended) = tokio::sync::oneshot::channel();
+                source::stdin(Arc::clone(context), ended);
+                Ok(Source::Stdin(stdin_ended))
             }
-            let _ = outputs.join();
-            let _ = dead_letters.join();
-        })
-        .await;
-    })
-    .await;
-    if drained.is_err() {
+            InputSpec::Http => Ok(Source::Http),
+            #[cfg(feature = "nats")]
+            InputSpec::Nats(target) => {
+                let clients = transports.nats.as_ref().expect("connected for the input");
+                nats::source::NatsSource::start(context, clients, target)
+                    .await
+                    .map(Source::Nats)
+                    .map_err(DaemonError::Config)
+            }
+            #[cfg(not(feature = "nats"))]
+            InputSpec::Nats(target) => {
+                let _ = transports;
+                Err(DaemonError::Config(format!(
+                    "{target}: NATS is not available in this build"
+                )))
+            }
+        }
+    }
+
+    /// Stops taking new input from the source.
+    async fn stop(&mut self) {
+        #[cfg(feature = "nats")]
+        if let Source::Nats(nats) = self {
+            nats.stop_pulling().await;
+        }
+    }
+
+    /// Waits until the source has settled what it handed over.
+    async fn finish(self) {
+        #[cfg(feature = "nats")]
+        if let Source::Nats(nats) = self {
+            nats.finish().await;
+        }
+    }
+}
+
+/// Stops the source, drains the queues within the drain timeout, settles
+/// the source, flushes the transports and writes the final state.
+async fn drain(
+    context: &Arc<DaemonContext>,
+    running: Running,
+    pipeline: Pipeline,
+    mut source: Source,
+) {
+    tracing::info!("shutting down: draining in-flight events");
+    let deadline = tokio::time::Instant::now() + context.config.drain_timeout;
+    source.stop().await;
+    context.close_ingest();
+    let joined = tokio::task::spawn_blocking(move || {
+        for worker in pipeline.workers {
+            let _ = worker.join();
+        }
+        let _ = pipeline.outputs.join();
+        let _ = pipeline.dead_letters.join();
+    });
+    if tokio::time::timeout_at(deadline, joined).await.is_err() {
         tracing::warn!(
             timeout = ?context.config.drain_timeout,
             "drain timed out; events still queued were not processed"
         );
     }
-    stop_saving.cancel();
-    if let Some(persistence) = &persistence {
-        persistence.save(&context).await;
+    if tokio::time::timeout_at(deadline, source.finish()).await.is_err() {
+        tracing::warn!("drain timed out before every input was acknowledged");
     }
-    reloads.abort();
-    hangups.abort();
-    context
-        .server
-        .graceful_shutdown(Some(std::time::Duration::from_secs(1)));
-    let _ = server.await;
-    tracing::info!("stopped");
-    Ok(())
+    running.transports.flush().await;
+    running.stop_saving.cancel();
+    if let Some(persistence) = &running.persistence {
+        persistence.save(context).await;
+    }
+    for task in running.tasks {
+        task.abort();
+    }
 }
 
 /// Serves the API on the listener, over TLS when configured.
@@ -275,22 +486,26 @@ async fn termination_signal(
     }
 }
 
-/// Waits for the shutdown future or the end of the stdin source.
+/// Waits for the shutdown future; the end of standard input stops the
+/// daemon only with `--exit-on-eof` (the API keeps serving otherwise, as
+/// the specification says). Hands the source back for the drain.
 async fn wait_for_shutdown(
     shutdown: impl std::future::Future<Output = ()>,
-    stdin_ended: Option<tokio::sync::oneshot::Receiver<()>>,
-) {
-    let stdin_done = async {
-        match stdin_ended {
-            Some(ended) => {
-                let _ = ended.await;
-                tracing::info!("standard input ended");
-            }
-            None => std::future::pending().await,
+    mut source: Source,
+    context: &DaemonContext,
+) -> Source {
+    let mut shutdown = std::pin::pin!(shutdown);
+    if let Source::Stdin(ended) = &mut source {
+        tokio::select! {
+            _ = &mut shutdown => return source,
+            _ = ended => {}
         }
-    };
-    tokio::select! {
-        _ = shutdown => {}
-        _ = stdin_done => {}
+        if context.config.exit_on_eof {
+            tracing::info!("standard input ended: stopping (--exit-on-eof)");
+            return source;
+        }
+        tracing::info!("standard input ended; serving until SIGTERM or SIGINT");
     }
+    shutdown.await;
+    source
 }

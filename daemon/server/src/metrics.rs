@@ -37,7 +37,9 @@ pub struct Metrics {
     pub backpressure: IntCounterVec,
     /// Records written to the dead-letter queue.
     pub dlq_events: IntCounter,
-    /// Failed writes, per sink.
+    /// Dead letters the DLQ sink failed to take.
+    pub dlq_write_errors: IntCounter,
+    /// Failed writes, per sink (name and type).
     pub sink_errors: IntCounterVec,
     /// Time from receiving an event to handing its outputs to the sinks.
     pub processing_latency: Histogram,
@@ -199,11 +201,16 @@ impl Metrics {
                 "rsigma_dlq_events_total",
                 "Records written to the dead-letter queue",
             ),
+            dlq_write_errors: counter(
+                &registry,
+                "rsigma_dlq_write_errors_total",
+                "Dead letters the dead-letter queue failed to take",
+            ),
             sink_errors: counter_vec(
                 &registry,
                 "rsigma_sink_errors_total",
-                "Failed writes, per sink",
-                &["sink"],
+                "Failed writes, per sink (its name without secrets, and its type)",
+                &["sink", "type"],
             ),
             processing_latency,
             uptime: gauge(

@@ -5,11 +5,56 @@
 
 use std::sync::{Arc, Mutex};
 
-use rsigma_engine::state::StateStore;
+use rsigma_engine::state::{SourcePosition, StateStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::StateConfig;
+use crate::config::{ReplayStart, StateConfig};
 use crate::context::DaemonContext;
+
+/// What happens to the stored state at startup, and why (docs/nats.md has
+/// the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupState {
+    /// Restore it.
+    Restore(&'static str),
+    /// Discard it.
+    Clear(&'static str),
+}
+
+/// Decides between restoring and clearing the stored state. A replay that
+/// starts at or before the position the state was saved at would count
+/// its events twice, so it starts clean; one that starts after it catches
+/// up and keeps the windows. A replay with no stored position to compare
+/// against starts clean too. `--clear-state` and `--keep-state` override.
+pub fn startup_state(
+    config: &StateConfig,
+    replay: ReplayStart,
+    stored: Option<SourcePosition>,
+) -> StartupState {
+    use StartupState::{Clear, Restore};
+    if config.clear {
+        return Clear("--clear-state");
+    }
+    if config.keep {
+        return Restore("--keep-state");
+    }
+    match (replay, stored) {
+        (ReplayStart::Resume, _) => Restore("resuming"),
+        (ReplayStart::Latest, _) => Restore("the replay starts at the latest message"),
+        (ReplayStart::Sequence(_) | ReplayStart::Time(_), None) => {
+            Clear("a replay with no stored source position")
+        }
+        (ReplayStart::Sequence(start), Some(stored)) if start <= stored.sequence => {
+            Clear("the replay starts at or before the stored sequence")
+        }
+        (ReplayStart::Time(start), Some(stored)) if start.timestamp_millis() <= stored.time_ms => {
+            Clear("the replay starts at or before the stored time")
+        }
+        (ReplayStart::Sequence(_) | ReplayStart::Time(_), Some(_)) => {
+            Restore("the replay starts after the stored position")
+        }
+    }
+}
 
 /// An open state store.
 #[derive(Clone)]
@@ -18,23 +63,23 @@ pub struct Persistence {
 }
 
 impl Persistence {
-    /// Opens the store; clears it (`--clear-state`) or restores from it into
-    /// the active rule set's correlations.
+    /// Opens the store, then clears it or restores from it into the active
+    /// rule set's correlations, as [`startup_state`] decides.
     pub fn open(config: &StateConfig, context: &DaemonContext) -> Result<Persistence, String> {
         let mut store = StateStore::open(&config.db).map_err(|err| err.to_string())?;
-        if config.clear {
-            store.clear().map_err(|err| err.to_string())?;
-            tracing::info!(db = %config.db.display(), "stored correlation state cleared");
-        } else if let Some(snapshot) = store.load().map_err(|err| err.to_string())? {
-            let ruleset = context.ruleset.load();
-            let mut correlations = ruleset.correlations.lock().expect("not poisoned");
-            if let Some(engine) = correlations.as_mut() {
-                let restored = engine.restore(snapshot);
-                tracing::info!(
-                    groups = restored.groups,
-                    skipped_correlations = restored.skipped_correlations,
-                    "correlation state restored"
-                );
+        let stored = store.source_position().map_err(|err| err.to_string())?;
+        match startup_state(config, context.config.nats.replay, stored) {
+            StartupState::Clear(why) => {
+                store.clear().map_err(|err| err.to_string())?;
+                tracing::info!(db = %config.db.display(), why, "stored correlation state cleared");
+            }
+            StartupState::Restore(why) => {
+                if let Some(position) = stored {
+                    context.advance_source_position(position);
+                }
+                if let Some(snapshot) = store.load().map_err(|err| err.to_string())? {
+                    restore(context, snapshot, why);
+                }
             }
         }
         Ok(Persistence {
@@ -42,7 +87,8 @@ impl Persistence {
         })
     }
 
-    /// Snapshots the active correlations and writes them.
+    /// Snapshots the active correlations and writes them, with how far the
+    /// source had been acknowledged.
     pub async fn save(&self, context: &DaemonContext) {
         let snapshot = {
             let ruleset = context.ruleset.load();
@@ -52,9 +98,13 @@ impl Persistence {
                 None => return,
             }
         };
+        let position = context.source_position();
         let store = Arc::clone(&self.store);
         let saved = tokio::task::spawn_blocking(move || {
-            store.lock().expect("not poisoned").save(&snapshot)
+            store
+                .lock()
+                .expect("not poisoned")
+                .save_at(&snapshot, position)
         })
         .await
         .expect("saving does not panic");
@@ -88,6 +138,88 @@ impl Persistence {
             tokio::select! {
                 _ = ticks.tick() => self.save(&context).await,
                 _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+fn restore(context: &DaemonContext, snapshot: rsigma_engine::state::StateSnapshot, why: &str) {
+    let ruleset = context.ruleset.load();
+    let mut correlations = ruleset.correlations.lock().expect("not poisoned");
+    if let Some(engine) = correlations.as_mut() {
+        let restored = engine.restore(snapshot);
+        // The gauge would otherwise read 0 until the next event.
+        context
+            .metrics
+            .correlation_state_entries
+            .set(engine.stats().state_entries as i64);
+        tracing::info!(
+            groups = restored.groups,
+            skipped_correlations = restored.skipped_correlations,
+            why,
+            "correlation state restored"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn config(clear: bool, keep: bool) -> StateConfig {
+        StateConfig {
+            db: "state.db".into(),
+            save_interval: std::time::Duration::from_secs(30),
+            clear,
+            keep,
+        }
+    }
+
+    const STORED: SourcePosition = SourcePosition {
+        sequence: 1_000,
+        time_ms: 1_800_000_000_000,
+    };
+
+    fn at_ms(ms: i64) -> ReplayStart {
+        ReplayStart::Time(chrono::Utc.timestamp_millis_opt(ms).unwrap())
+    }
+
+    fn restores(config: &StateConfig, replay: ReplayStart, stored: Option<SourcePosition>) -> bool {
+        matches!(
+            startup_state(config, replay, stored),
+            StartupState::Restore(_)
+        )
+    }
+
+    #[test]
+    fn the_state_table() {
+        let plain = config(false, false);
+        for stored in [None, Some(STORED)] {
+            assert!(restores(&plain, ReplayStart::Resume, stored));
+            assert!(restores(&plain, ReplayStart::Latest, stored));
+        }
+        assert!(!restores(&plain, ReplayStart::Sequence(1), Some(STORED)));
+        assert!(!restores(&plain, ReplayStart::Sequence(1_000), Some(STORED)));
+        assert!(restores(&plain, ReplayStart::Sequence(1_001), Some(STORED)));
+        assert!(!restores(&plain, ReplayStart::Sequence(5_000), None));
+        assert!(!restores(&plain, at_ms(STORED.time_ms), Some(STORED)));
+        assert!(restores(&plain, at_ms(STORED.time_ms + 1), Some(STORED)));
+        assert!(!restores(&plain, at_ms(STORED.time_ms + 1), None));
+    }
+
+    #[test]
+    fn flags_override_the_table() {
+        for replay in [
+            ReplayStart::Resume,
+            ReplayStart::Latest,
+            ReplayStart::Sequence(1),
+            ReplayStart::Sequence(5_000),
+            at_ms(0),
+        ] {
+            for stored in [None, Some(STORED)] {
+                assert!(!restores(&config(true, false), replay, stored));
+                assert!(restores(&config(false, true), replay, stored));
             }
         }
     }

@@ -16,7 +16,7 @@ use crate::context::DaemonContext;
 use crate::input::Decoder;
 use crate::metrics::Metrics;
 use crate::sink::{DeadLetter, OutputChunk};
-use crate::source::InputLine;
+use crate::source::{InputLine, Receipt};
 
 /// The receiving end of the input queue, shared by the workers.
 pub type SharedInput = Arc<Mutex<mpsc::Receiver<InputLine>>>;
@@ -115,7 +115,9 @@ impl Worker {
                 depth.set(input.len() as i64);
             }
             let chunk = self.process(&mut buffers);
-            if chunk.records > 0 {
+            // A chunk without records settles its receipts as it is dropped:
+            // nothing of those inputs is waiting for a sink.
+            if chunk.records() > 0 {
                 let send = match self.output.try_send(chunk) {
                     Ok(()) => Ok(()),
                     Err(mpsc::error::TrySendError::Full(chunk)) => {
@@ -124,12 +126,13 @@ impl Worker {
                             .backpressure
                             .with_label_values(&["output"])
                             .inc();
-                        self.output.blocking_send(chunk).map_err(|_| ())
+                        self.output.blocking_send(chunk).map_err(|unsent| unsent.0)
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                    Err(mpsc::error::TrySendError::Closed(chunk)) => Err(chunk),
                 };
-                if send.is_err() {
-                    tracing::error!("output queue closed; records lost");
+                if let Err(unsent) = send {
+                    tracing::error!("output queue closed; records not delivered");
+                    unsent.receipts.iter().for_each(Receipt::fail);
                     return;
                 }
             }
@@ -160,7 +163,7 @@ impl Worker {
         if let Some(tap) = tap.as_mut() {
             tap.expect_bytes(batch.iter().map(|line| line.text.len() + 1).sum());
         }
-        for line in batch.iter() {
+        for line in batch.iter_mut() {
             events.clear();
             let decoded = self.decoder.decode(&line.text, events);
             // The raw stage sees every line, except those the DLQ takes.
@@ -171,11 +174,13 @@ impl Worker {
             }
             if let Err(err) = decoded {
                 metrics.parse_errors.inc();
-                let _ = self
-                    .dead_letters
-                    .blocking_send(DeadLetter::parse(&line.text, err));
+                let letter = DeadLetter::parse(&line.text, err).with_receipt(line.receipt.take());
+                if let Err(unsent) = self.dead_letters.blocking_send(letter) {
+                    unsent.0.receipts.iter().for_each(Receipt::fail);
+                }
                 continue;
             }
+            chunk.receipts.extend(line.receipt.take());
             let verbatim = tap.is_some() && self.decoder.is_verbatim_json(&line.text);
             for event in events.iter() {
                 metrics.events_processed.inc();
@@ -245,5 +250,5 @@ fn write_record(chunk: &mut OutputChunk, record: &impl serde::Serialize, pretty:
     };
     written.expect("records serialize to JSON");
     chunk.bytes.push(b'\n');
-    chunk.records += 1;
+    chunk.ends.push(chunk.bytes.len());
 }

@@ -1,7 +1,9 @@
 //! Event sources: they turn input into lines on the bounded input queue.
-//! The HTTP source is the `POST /api/v1/events` route of [`crate::api`].
+//! The HTTP source is the `POST /api/v1/events` route of [`crate::api`];
+//! the NATS JetStream source is [`crate::nats::source`].
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use std::io::BufRead;
@@ -9,6 +11,7 @@ use std::io::BufRead;
 use tokio::sync::mpsc;
 
 use crate::context::DaemonContext;
+use crate::sink::DeadLetter;
 
 /// One input line with the time it arrived (for latency).
 #[derive(Debug)]
@@ -17,6 +20,9 @@ pub struct InputLine {
     pub text: String,
     /// When it was received.
     pub received: Instant,
+    /// Settles the line with its source once its outputs are delivered
+    /// (sources that redeliver, such as JetStream, hand one out).
+    pub receipt: Option<Receipt>,
 }
 
 impl InputLine {
@@ -25,8 +31,91 @@ impl InputLine {
         InputLine {
             text,
             received: Instant::now(),
+            receipt: None,
         }
     }
+
+    /// A line received now that settles `receipt` once delivered.
+    pub fn with_receipt(text: String, receipt: Receipt) -> InputLine {
+        InputLine {
+            receipt: Some(receipt),
+            ..InputLine::new(text)
+        }
+    }
+}
+
+/// How an input ended: everything it produced was delivered (or taken by
+/// the dead-letter queue), or some of it could not be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Delivered: the source may forget the input.
+    Delivered,
+    /// Not delivered: the source should deliver the input again.
+    Failed,
+}
+
+/// An input's promise to its source, shared by everything the input
+/// produced: the lines of a message, their detections in the sink queue,
+/// their dead letters. When the last clone is dropped the source hears
+/// [`Settled::Delivered`], unless a holder called [`Receipt::fail`].
+///
+/// Settling on drop keeps the bookkeeping out of the hot path: whoever holds
+/// the records holds their receipts, and a path that gives up on records
+/// calls [`Receipt::fail`] before dropping them.
+#[derive(Clone)]
+pub struct Receipt(Arc<Settlement>);
+
+struct Settlement {
+    failed: AtomicBool,
+    settle: Mutex<Option<Box<dyn FnOnce(Settled) + Send>>>,
+}
+
+impl Receipt {
+    /// A receipt that calls `settle` once, when the last clone is dropped.
+    pub fn new(settle: impl FnOnce(Settled) + Send + 'static) -> Receipt {
+        Receipt(Arc::new(Settlement {
+            failed: AtomicBool::new(false),
+            settle: Mutex::new(Some(Box::new(settle))),
+        }))
+    }
+
+    /// Marks the input undelivered: it settles as [`Settled::Failed`].
+    pub fn fail(&self) {
+        self.0.failed.store(true, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receipt")
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        let outcome = if *self.failed.get_mut() {
+            Settled::Failed
+        } else {
+            Settled::Delivered
+        };
+        let settle = self.settle.get_mut().map(Option::take).unwrap_or_default();
+        if let Some(settle) = settle {
+            settle(outcome);
+        }
+    }
+}
+
+/// Escapes bytes that are not valid UTF-8 for a dead letter: valid text is
+/// kept, every invalid byte becomes `\xNN`.
+pub fn escape_invalid_utf8(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    text
 }
 
 /// Queues a line, waiting while the queue is full (and counting that).
@@ -52,44 +141,43 @@ pub async fn submit(
 
 /// Reads lines from standard input until it ends, on a thread of its own
 /// (a blocking read cannot be cancelled, so the thread is never joined: at
-/// shutdown it is simply left behind). Lines longer than the limit go to the
-/// dead-letter queue. `ended` fires at the end of input.
-pub fn stdin(
-    context: Arc<DaemonContext>,
-    oversized: mpsc::Sender<crate::sink::DeadLetter>,
-    ended: tokio::sync::oneshot::Sender<()>,
-) {
+/// shutdown it is simply left behind). Lines that are not UTF-8 or longer
+/// than the limit go to the dead-letter queue, and reading goes on. `ended`
+/// fires at the end of input.
+pub fn stdin(context: Arc<DaemonContext>, ended: tokio::sync::oneshot::Sender<()>) {
     let read = move || {
         let limit = context.config.max_line_bytes;
         let mut input = std::io::stdin().lock();
-        let mut line = String::new();
+        let mut line = Vec::new();
         loop {
             line.clear();
-            match input.read_line(&mut line) {
+            match input.read_until(b'\n', &mut line) {
                 Ok(0) => return,
                 Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(err) => {
                     tracing::error!(error = %err, "reading standard input failed");
                     return;
                 }
             }
-            let text = line.trim_end_matches(['\n', '\r']);
-            if text.trim().is_empty() {
+            let bytes = line.trim_ascii_end();
+            if bytes.trim_ascii().is_empty() {
                 continue;
             }
-            if text.len() > limit {
-                context.metrics.parse_errors.inc();
-                let _ = oversized.blocking_send(crate::sink::DeadLetter::parse(
-                    text,
-                    "line exceeds the maximum line size",
-                ));
-                continue;
-            }
-            // The sender is taken per line, so that a read blocked on an
-            // open stdin does not keep the input queue open at shutdown.
-            let Some(sender) = context.ingest() else {
+            // The queues are taken per line, so that a read blocked on an
+            // open stdin does not keep them open at shutdown.
+            let Some(ingest) = context.ingest() else {
                 return;
             };
+            let text = match check_line(bytes, limit) {
+                Ok(text) => text,
+                Err(letter) => {
+                    context.metrics.parse_errors.inc();
+                    let _ = ingest.rejected.blocking_send(letter);
+                    continue;
+                }
+            };
+            let sender = ingest.lines;
             let line = InputLine::new(text.to_owned());
             let sent = match sender.try_send(line) {
                 Ok(()) => true,
@@ -115,4 +203,21 @@ pub fn stdin(
             let _ = ended.send(());
         })
         .expect("spawning the stdin thread");
+}
+
+/// The line as text, or the dead letter it becomes: over `limit` bytes, or
+/// not UTF-8 (kept with its invalid bytes escaped).
+pub fn check_line(bytes: &[u8], limit: usize) -> Result<&str, DeadLetter> {
+    if bytes.len() > limit {
+        return Err(DeadLetter::parse(
+            &escape_invalid_utf8(&bytes[..limit.min(bytes.len())]),
+            format!("line of {} bytes exceeds the maximum line size ({limit})", bytes.len()),
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|err| {
+        DeadLetter::parse(
+            &escape_invalid_utf8(bytes),
+            format!("line is not valid UTF-8 (byte {})", err.valid_up_to()),
+        )
+    })
 }

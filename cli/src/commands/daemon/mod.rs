@@ -17,6 +17,8 @@ use rsigma_daemon::tap::TapConfig;
 use rsigma_daemon::tls::{MinVersion, TlsConfig};
 use rsigma_daemon::{DaemonConfig, StateConfig};
 
+mod nats;
+
 use crate::config::{ConfigArgs, DaemonSection, TlsVersion};
 use crate::exit::{CliError, Code};
 use crate::options::{CorrelationArgs, EngineArgs};
@@ -31,9 +33,13 @@ pub struct DaemonArgs {
     #[arg(short = 'r', long = "rules", value_name = "RULES")]
     pub rules: Option<PathBuf>,
 
-    /// Event source: stdin or http (POST /api/v1/events). [default: stdin]
+    /// Event source: stdin, http (POST /api/v1/events) or nats://HOST:PORT/SUBJECT. [default: stdin]
     #[arg(long, value_name = "URL")]
     pub input: Option<String>,
+
+    /// With --input stdin: drain and exit at the end of input (else serve until SIGTERM).
+    #[arg(long)]
+    pub exit_on_eof: bool,
 
     /// Input log format: auto, json, syslog, plain. [default: auto]
     #[arg(long, value_name = "FORMAT")]
@@ -51,7 +57,7 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "JSONPATH")]
     pub jsonpath: Option<String>,
 
-    /// Detection sink: stdout or file://PATH. Repeatable for fan-out. [default: stdout]
+    /// Detection sink: stdout, file://PATH or nats://HOST:PORT/SUBJECT. Repeatable for fan-out. [default: stdout]
     #[arg(long = "output", value_name = "URL")]
     pub outputs: Vec<String>,
 
@@ -109,6 +115,9 @@ pub struct DaemonArgs {
 
     #[command(flatten)]
     pub correlation: CorrelationArgs,
+
+    #[command(flatten)]
+    pub nats: nats::NatsArgs,
 
     /// SQLite database persisting correlation state across restarts.
     #[arg(long, value_name = "PATH")]
@@ -308,12 +317,14 @@ fn build_config(args: &DaemonArgs, file: &DaemonSection) -> Result<DaemonConfig,
         config.drain_timeout = timeout;
     }
     if let Some(n) = args.workers {
-        config.workers = n.max(1);
+        config.workers = n;
     }
     if let Some(n) = args.max_line_bytes {
         config.max_line_bytes = n;
     }
     config.watch = !args.no_watch;
+    config.exit_on_eof = args.exit_on_eof;
+    config.nats = args.nats.config()?;
     let defaults = TapConfig::default();
     config.tap = TapConfig {
         enabled: args.enable_tap || file.tap.enabled.unwrap_or(false),
