@@ -199,7 +199,11 @@ fn http_ingest_fans_out_to_file_and_stdout_and_rejects_long_lines() {
     let answer = daemon.post("/api/v1/events", body);
     assert_eq!(answer.status, 200, "{}", answer.body);
     let counts = answer.json();
-    assert_eq!((&counts["accepted"], &counts["rejected"]), (&json!(2), &json!(2)), "{counts}");
+    assert_eq!(
+        (&counts["accepted"], &counts["rejected"]),
+        (&json!(2), &json!(2)),
+        "{counts}"
+    );
     assert_eq!(counts["errors"][0]["line"], json!(2), "{counts}");
     assert_eq!(counts["errors"][1]["line"], json!(3), "{counts}");
     let in_file = daemon.wait_records(&out, 16);
@@ -209,7 +213,11 @@ fn http_ingest_fans_out_to_file_and_stdout_and_rejects_long_lines() {
         .filter(|id| *id >= 100)
         .collect();
     ids.sort();
-    assert_eq!(ids, vec![100, 102], "the good lines of the body were evaluated");
+    assert_eq!(
+        ids,
+        vec![100, 102],
+        "the good lines of the body were evaluated"
+    );
     // A body whose every line is rejected is an error.
     let answer = daemon.post("/api/v1/events", format!("{long}\n"));
     assert_eq!(answer.status, 400, "{}", answer.body);
@@ -241,7 +249,11 @@ fn the_daemon_keeps_serving_after_the_end_of_stdin() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(!daemon.has_exited(), "{}", daemon.logs());
     assert_eq!(daemon.get("/readyz").status, 200);
-    assert!(daemon.logs().contains("standard input ended; serving until SIGTERM"));
+    assert!(
+        daemon
+            .logs()
+            .contains("standard input ended; serving until SIGTERM")
+    );
     daemon.stop();
     let records = parse_ndjson(&daemon.stdout());
     let expected = eval_records(dir.path(), &sample_rules(), &sample_events());
@@ -281,7 +293,10 @@ fn an_invalid_utf8_line_on_stdin_goes_to_the_dlq_and_the_next_line_is_evaluated(
         "invalid bytes are escaped"
     );
     assert!(
-        letters[0]["reason"].as_str().unwrap().contains("not valid UTF-8"),
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not valid UTF-8"),
         "{}",
         letters[0]
     );

@@ -234,6 +234,7 @@ pub struct DaemonCommand {
     args: Vec<OsString>,
     host: Option<String>,
     stdin: bool,
+    envs: Vec<(OsString, OsString)>,
 }
 
 impl DaemonCommand {
@@ -245,7 +246,15 @@ impl DaemonCommand {
             args: Vec::new(),
             host: Some("127.0.0.1".into()),
             stdin: false,
+            envs: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable of the daemon.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> DaemonCommand {
+        self.envs
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
     }
 
     /// Adds an argument.
@@ -299,6 +308,7 @@ impl DaemonCommand {
             .stdout(fs::File::create(&stdout_path).expect("creating the stdout file"))
             .stderr(fs::File::create(&stderr_path).expect("creating the stderr file"));
         isolate(&mut command, &self.dir);
+        command.envs(self.envs.iter().map(|(k, v)| (k, v)));
         let child = command.spawn().expect("starting rsigma engine daemon");
         Daemon {
             child,

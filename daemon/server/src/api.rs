@@ -225,7 +225,7 @@ async fn events(State(context): State<Arc<DaemonContext>>, body: Bytes) -> Respo
                 if errors.len() < MAX_REPORTED_LINE_ERRORS {
                     errors.push(json!({"line": number + 1, "reason": letter.reason}));
                 }
-                let _ = sender.rejected.send(letter).await;
+                let _ = sender.rejected.send(*letter).await;
             }
         }
     }

@@ -126,7 +126,9 @@ pub struct NatsTarget {
 impl NatsTarget {
     /// Parses `nats://HOST[:PORT]/SUBJECT`.
     pub fn parse(url: &str) -> Result<NatsTarget, String> {
-        let rest = url.strip_prefix("nats://").ok_or("a NATS URL starts with nats://")?;
+        let rest = url
+            .strip_prefix("nats://")
+            .ok_or("a NATS URL starts with nats://")?;
         let (authority, subject) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.contains('@') {
             let host = authority.rsplit('@').next().unwrap_or_default();
@@ -162,7 +164,9 @@ impl NatsTarget {
 
     /// True when the subject has a `*` or `>` wildcard.
     pub fn is_wildcard(&self) -> bool {
-        self.subject.split('.').any(|token| token == "*" || token == ">")
+        self.subject
+            .split('.')
+            .any(|token| token == "*" || token == ">")
     }
 }
 
@@ -507,6 +511,8 @@ fn bounded(flag: &str, value: usize, min: usize, max: usize) -> Result<(), Strin
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(format!("{flag} must be between {min} and {max}, got {value}"))
+        Err(format!(
+            "{flag} must be between {min} and {max}, got {value}"
+        ))
     }
 }

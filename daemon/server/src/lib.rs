@@ -438,7 +438,10 @@ async fn drain(
             "drain timed out; events still queued were not processed"
         );
     }
-    if tokio::time::timeout_at(deadline, source.finish()).await.is_err() {
+    if tokio::time::timeout_at(deadline, source.finish())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timed out before every input was acknowledged");
     }
     running.transports.flush().await;

@@ -93,8 +93,15 @@ impl Persistence {
         let snapshot = {
             let ruleset = context.ruleset.load();
             let correlations = ruleset.correlations.lock().expect("not poisoned");
+            let position = context.source_position();
             match correlations.as_ref() {
                 Some(engine) => engine.snapshot(),
+                // Without correlations there is no window to keep, but the
+                // source position still decides what a replay does.
+                None if position.is_some() => rsigma_engine::state::StateSnapshot {
+                    saved_at_ms: chrono::Utc::now().timestamp_millis(),
+                    correlations: Vec::new(),
+                },
                 None => return,
             }
         };
@@ -200,7 +207,11 @@ mod tests {
             assert!(restores(&plain, ReplayStart::Latest, stored));
         }
         assert!(!restores(&plain, ReplayStart::Sequence(1), Some(STORED)));
-        assert!(!restores(&plain, ReplayStart::Sequence(1_000), Some(STORED)));
+        assert!(!restores(
+            &plain,
+            ReplayStart::Sequence(1_000),
+            Some(STORED)
+        ));
         assert!(restores(&plain, ReplayStart::Sequence(1_001), Some(STORED)));
         assert!(!restores(&plain, ReplayStart::Sequence(5_000), None));
         assert!(!restores(&plain, at_ms(STORED.time_ms), Some(STORED)));

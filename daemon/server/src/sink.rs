@@ -206,7 +206,9 @@ impl Sink {
     }
 
     fn write(&mut self, chunk: &OutputChunk) -> std::io::Result<()> {
-        self.writer.write_chunk(chunk).inspect_err(|_| self.errors.inc())
+        self.writer
+            .write_chunk(chunk)
+            .inspect_err(|_| self.errors.inc())
     }
 }
 

@@ -65,9 +65,12 @@ pub enum Settled {
 #[derive(Clone)]
 pub struct Receipt(Arc<Settlement>);
 
+/// What a source does once an input is settled.
+type Settle = Box<dyn FnOnce(Settled) + Send>;
+
 struct Settlement {
     failed: AtomicBool,
-    settle: Mutex<Option<Box<dyn FnOnce(Settled) + Send>>>,
+    settle: Mutex<Option<Settle>>,
 }
 
 impl Receipt {
@@ -173,7 +176,7 @@ pub fn stdin(context: Arc<DaemonContext>, ended: tokio::sync::oneshot::Sender<()
                 Ok(text) => text,
                 Err(letter) => {
                     context.metrics.parse_errors.inc();
-                    let _ = ingest.rejected.blocking_send(letter);
+                    let _ = ingest.rejected.blocking_send(*letter);
                     continue;
                 }
             };
@@ -207,17 +210,20 @@ pub fn stdin(context: Arc<DaemonContext>, ended: tokio::sync::oneshot::Sender<()
 
 /// The line as text, or the dead letter it becomes: over `limit` bytes, or
 /// not UTF-8 (kept with its invalid bytes escaped).
-pub fn check_line(bytes: &[u8], limit: usize) -> Result<&str, DeadLetter> {
+pub fn check_line(bytes: &[u8], limit: usize) -> Result<&str, Box<DeadLetter>> {
     if bytes.len() > limit {
-        return Err(DeadLetter::parse(
+        return Err(Box::new(DeadLetter::parse(
             &escape_invalid_utf8(&bytes[..limit.min(bytes.len())]),
-            format!("line of {} bytes exceeds the maximum line size ({limit})", bytes.len()),
-        ));
+            format!(
+                "line of {} bytes exceeds the maximum line size ({limit})",
+                bytes.len()
+            ),
+        )));
     }
     std::str::from_utf8(bytes).map_err(|err| {
-        DeadLetter::parse(
+        Box::new(DeadLetter::parse(
             &escape_invalid_utf8(bytes),
             format!("line is not valid UTF-8 (byte {})", err.valid_up_to()),
-        )
+        ))
     })
 }

@@ -25,13 +25,23 @@ pub struct NatsArgs {
     pub nats_token: Option<String>,
 
     /// NATS user name (requires --nats-password).
-    #[arg(long, value_name = "USER", env = "NATS_USER", requires = "nats_password",
-          conflicts_with = "nats_nkey")]
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "NATS_USER",
+        requires = "nats_password",
+        conflicts_with = "nats_nkey"
+    )]
     pub nats_user: Option<String>,
 
     /// NATS password (requires --nats-user).
-    #[arg(long, value_name = "PASS", env = "NATS_PASSWORD", hide_env_values = true,
-          requires = "nats_user")]
+    #[arg(
+        long,
+        value_name = "PASS",
+        env = "NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user"
+    )]
     pub nats_password: Option<String>,
 
     /// NATS NKey seed.

@@ -146,7 +146,8 @@ impl Clients {
                 continue;
             }
             let is_source = source_server.as_deref() == Some(target.server.as_str());
-            let client = connect(&target.server, &config.nats, context, &metrics, is_source).await?;
+            let client =
+                connect(&target.server, &config.nats, context, &metrics, is_source).await?;
             check_jetstream(&target.server, &client).await?;
             clients.insert(target.server.clone(), client);
         }
@@ -220,10 +221,7 @@ async fn connect(
     if let Some(ca) = &config.ca {
         options = options.add_root_certificates(ca.clone());
     }
-    let client = options
-        .connect(server)
-        .await
-        .map_err(|err| refused(&err))?;
+    let client = options.connect(server).await.map_err(|err| refused(&err))?;
     metrics.connected.with_label_values(&[server]).set(1);
     tracing::info!(server, auth = config.auth.method(), "connected to NATS");
     Ok(client)
@@ -239,41 +237,58 @@ fn connection_events(
 ) -> impl Fn(async_nats::Event) -> std::future::Ready<()> + Send + Sync + 'static {
     move |event| {
         let up = match event {
-            async_nats::Event::Connected => Some(true),
-            async_nats::Event::Disconnected | async_nats::Event::Closed => Some(false),
-            _ => None,
-        };
-        match up {
-            Some(up) => {
-                connected.set(i64::from(up));
-                if is_source {
-                    context.set_source_connected(up);
-                }
-                if up {
-                    tracing::info!(server = %server, "reconnected to NATS");
-                } else {
-                    tracing::warn!(server = %server, "NATS connection lost; reconnecting");
-                }
+            async_nats::Event::Connected => {
+                tracing::info!(server = %server, "NATS connection up");
+                true
             }
-            None => tracing::debug!(server = %server, %event, "NATS event"),
+            async_nats::Event::Disconnected => {
+                tracing::warn!(server = %server, "NATS connection lost; reconnecting");
+                false
+            }
+            async_nats::Event::Closed => {
+                tracing::info!(server = %server, "NATS connection closed");
+                false
+            }
+            other => {
+                tracing::debug!(server = %server, event = %other, "NATS event");
+                return std::future::ready(());
+            }
+        };
+        connected.set(i64::from(up));
+        if is_source {
+            context.set_source_connected(up);
         }
         std::future::ready(())
     }
 }
 
 /// A server without JetStream answers no JetStream API request: say so
-/// instead of timing out later on the first stream lookup.
+/// instead of timing out later on the first stream lookup. (The raw
+/// `$JS.API.INFO` request, because the client's typed account query does
+/// not parse the answers of every server version.)
 async fn check_jetstream(server: &str, client: &async_nats::Client) -> Result<(), String> {
-    jetstream::new(client.clone())
-        .query_account()
+    let no_jetstream = |detail: String| {
+        format!(
+            "the NATS server at {server} has no JetStream available ({detail}); \
+             start nats-server with -js (or enable JetStream for this account)"
+        )
+    };
+    let answer = client
+        .request("$JS.API.INFO", bytes::Bytes::new())
         .await
-        .map(|_| ())
-        .map_err(|err| {
-            format!(
-                "the NATS server at {server} has no JetStream available ({err}); \
-                 start nats-server with -js (or enable JetStream for this account)"
-            )
-        })
+        .map_err(|err| no_jetstream(err.to_string()))?;
+    let info: serde_json::Value = serde_json::from_slice(&answer.payload)
+        .map_err(|err| no_jetstream(format!("unreadable answer: {err}")))?;
+    match info.get("error") {
+        Some(error) => Err(no_jetstream(
+            error
+                .get("description")
+                .and_then(|d| d.as_str())
+                .unwrap_or("error")
+                .to_owned(),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Finds the stream holding `subject`, or creates one for it. A stream

@@ -140,7 +140,9 @@ async fn ensure_consumer(
     Ok(consumer)
 }
 
-fn to_offset_date_time(time: chrono::DateTime<chrono::Utc>) -> Result<time::OffsetDateTime, String> {
+fn to_offset_date_time(
+    time: chrono::DateTime<chrono::Utc>,
+) -> Result<time::OffsetDateTime, String> {
     let nanos = time
         .timestamp_nanos_opt()
         .ok_or_else(|| format!("--replay-from-time {time} is out of range"))?;
@@ -252,7 +254,7 @@ async fn hand_over(
             }
             Err(letter) => {
                 context.metrics.parse_errors.inc();
-                let letter = letter.with_receipt(Some(receipt.clone()));
+                let letter = (*letter).with_receipt(Some(receipt.clone()));
                 if let Err(unsent) = ingest.rejected.send(letter).await {
                     unsent.0.receipts.iter().for_each(Receipt::fail);
                     return false;

@@ -1,0 +1,463 @@
+//! The daemon's NATS JetStream source, sinks and dead-letter queue against
+//! a real `nats-server -js` on loopback: delivery, acknowledgement after
+//! delivery, redelivery after a crash, broker restarts, consumer groups,
+//! replay and the state table, authentication and bad configurations.
+
+mod common;
+mod daemon_support;
+mod nats_support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use daemon_support::{Daemon, DaemonCommand, multiset, read_ndjson};
+use nats_support::{NatsServer, events};
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+fn file_url(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+/// A daemon on the sample rules reading `input`, writing detections (with
+/// their events) to `out`.
+fn daemon(dir: &Path, input: &str, out: &Path) -> DaemonCommand {
+    DaemonCommand::new(dir)
+        .arg("-r")
+        .arg(common::sample_rules())
+        .args(["--input", input, "--include-event"])
+        .args(["--output", &file_url(out)])
+}
+
+/// The `seq` of each detected event, duplicates kept.
+fn seqs(records: &[Value]) -> Vec<u64> {
+    records
+        .iter()
+        .map(|r| r["event"]["seq"].as_u64().expect("event.seq"))
+        .collect()
+}
+
+/// Polls `probe` for up to 60 s.
+fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the detections in `out` cover `expected`; returns them all.
+fn wait_covered(daemon: &mut Daemon, out: &Path, expected: &BTreeSet<u64>) -> Vec<Value> {
+    daemon.wait_for("every expected detection", |_| {
+        let records = read_ndjson(out);
+        let seen: BTreeSet<u64> = seqs(&records).into_iter().collect();
+        expected.is_subset(&seen).then_some(records)
+    })
+}
+
+const CONSUMER: &str = "rsigma_events_all";
+
+#[test]
+fn events_from_jetstream_give_detections_on_jetstream_and_bad_ones_go_to_the_dlq() {
+    let nats = NatsServer::start();
+    let client = nats.client();
+    // An existing stream covering the input subject is used as it is.
+    client.create_stream("EVENTS", &["events.>"]);
+    let (payloads, expected) = events(200);
+    client.publish_all("events.windows", &payloads);
+    client.publish_all(
+        "events.windows",
+        &[b"{not json".to_vec(), b"{\"Image\": \"\xff\xfe\"}".to_vec()],
+    );
+    let dir = tempdir();
+    let out = dir.path().join("detections.ndjson");
+    let mut daemon = daemon(dir.path(), &nats.url("events.>"), &out)
+        .args(["--output", &nats.url("detections")])
+        .args(["--dlq", &nats.url("rsigma.dlq")])
+        .start();
+
+    let records = wait_covered(&mut daemon, &out, &expected);
+    assert_eq!(seqs(&records).len(), expected.len(), "no duplicates");
+    // The JetStream output holds the same records, one message each, in a
+    // stream the daemon created.
+    assert_eq!(
+        client.stream_of("detections").as_deref(),
+        Some("RSIGMA_DETECTIONS")
+    );
+    let published = eventually("the detections on NATS", || {
+        let messages = client.messages("detections");
+        (messages.len() >= records.len()).then_some(messages)
+    });
+    assert_eq!(multiset(&published), multiset(&records));
+    // Both bad messages are dead letters on NATS, with their reasons.
+    let letters = eventually("two dead letters", || {
+        let letters = client.messages("rsigma.dlq");
+        (letters.len() >= 2).then_some(letters)
+    });
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(
+        letters.iter().all(|l| l["kind"] == json!("parse_error")),
+        "{letters:?}"
+    );
+    assert!(
+        letters
+            .iter()
+            .any(|l| l["reason"].as_str().unwrap().contains("not valid UTF-8")),
+        "{letters:?}"
+    );
+    // Everything was acknowledged once: nothing pending, nothing redelivered.
+    eventually("an empty backlog", || {
+        (client.consumer_backlog("EVENTS", CONSUMER) == (0, 0)).then_some(())
+    });
+    let metrics = daemon.metrics();
+    assert_eq!(metrics.get("rsigma_nats_redeliveries_total"), 0.0);
+    assert_eq!(
+        metrics.get("rsigma_nats_settled_total{outcome=\"ack\"}"),
+        202.0
+    );
+    assert_eq!(metrics.get("rsigma_nats_pending_acks"), 0.0);
+    let connected = format!(
+        "rsigma_nats_connected{{server=\"127.0.0.1:{}\"}}",
+        nats.port
+    );
+    assert_eq!(metrics.get(&connected), 1.0);
+    daemon.stop();
+
+    // A restarted daemon resumes after what was acknowledged.
+    let mut daemon = daemon_again(dir.path(), &nats, &out);
+    let (more, _) = events(5);
+    client.publish_all("events.windows", &more);
+    eventually("the new events processed", || {
+        (client.consumer_backlog("EVENTS", CONSUMER) == (0, 0)).then_some(())
+    });
+    daemon.wait_for("one more detection", |_| {
+        (read_ndjson(&out).len() > records.len()).then_some(())
+    });
+    assert_eq!(
+        read_ndjson(&out).len(),
+        records.len() + 2,
+        "seq 0 and 4 of the new events; nothing redelivered"
+    );
+    daemon.stop();
+}
+
+fn daemon_again(dir: &Path, nats: &NatsServer, out: &Path) -> Daemon {
+    daemon(dir, &nats.url("events.>"), out).start()
+}
+
+#[test]
+fn a_daemon_killed_mid_stream_loses_no_detection() {
+    let nats = NatsServer::start();
+    let client = nats.client();
+    client.create_stream("EVENTS", &["events.>"]);
+    let (payloads, expected) = events(40_000);
+    client.publish_all("events.windows", &payloads);
+    let dir = tempdir();
+    let out = dir.path().join("detections.ndjson");
+    let command = daemon(dir.path(), &nats.url("events.>"), &out).args([
+        "--nats-ack-wait",
+        "2",
+        "--workers",
+        "1",
+    ]);
+    let mut first = command.start();
+    first.wait_for("the first detections", |_| {
+        (!read_ndjson(&out).is_empty()).then_some(())
+    });
+    first.signal_now("KILL");
+    first.wait_exit();
+    let (pending, undelivered) = client.consumer_backlog("EVENTS", CONSUMER);
+    assert!(
+        pending + undelivered as usize > 0,
+        "the daemon was killed with work outstanding"
+    );
+
+    let mut second = command.start();
+    let records = wait_covered(&mut second, &out, &expected);
+    let all = seqs(&records);
+    let unique: BTreeSet<u64> = all.iter().copied().collect();
+    assert_eq!(unique, expected, "every detection, none invented");
+    eprintln!(
+        "{} detections, {} duplicates after kill -9 ({pending} pending, {undelivered} undelivered at the kill)",
+        all.len(),
+        all.len() - unique.len()
+    );
+    second.stop();
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing_and_readiness_follows_the_connection() {
+    let mut nats = NatsServer::start();
+    let client = nats.client();
+    client.create_stream("EVENTS", &["events.>"]);
+    let dir = tempdir();
+    let out = dir.path().join("detections.ndjson");
+    let mut daemon = daemon(dir.path(), &nats.url("events.>"), &out).start();
+    let (payloads, expected) = events(2_000);
+    let (before, after) = payloads.split_at(1_000);
+    client.publish_all("events.windows", before);
+    drop(client);
+    nats.kill();
+    daemon.wait_for("/readyz 503 while the broker is down", |d| {
+        let answer = d.get("/readyz");
+        (answer.status == 503).then_some(answer.body)
+    });
+    nats.restart();
+    daemon.wait_for("/readyz 200 after the reconnect", |d| {
+        (d.get("/readyz").status == 200).then_some(())
+    });
+    nats.client().publish_all("events.windows", after);
+    wait_covered(&mut daemon, &out, &expected);
+    let connected = format!(
+        "rsigma_nats_connected{{server=\"127.0.0.1:{}\"}}",
+        nats.port
+    );
+    assert_eq!(daemon.metrics().get(&connected), 1.0);
+    daemon.stop();
+}
+
+#[test]
+fn two_daemons_in_one_consumer_group_split_the_stream() {
+    let nats = NatsServer::start();
+    let client = nats.client();
+    client.create_stream("EVENTS", &["events.>"]);
+    let dir = tempdir();
+    let (out_a, out_b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
+    let group = |out: &Path| {
+        daemon(dir.path(), &nats.url("events.>"), out).env("RSIGMA_CONSUMER_GROUP", "soc")
+    };
+    let mut a = group(&out_a).start();
+    let mut b = group(&out_b).start();
+    let (payloads, expected) = events(8_000);
+    client.publish_all("events.windows", &payloads);
+    a.wait_for("every detection across the group", |_| {
+        let seen: BTreeSet<u64> = seqs(&read_ndjson(&out_a))
+            .into_iter()
+            .chain(seqs(&read_ndjson(&out_b)))
+            .collect();
+        (seen == expected).then_some(())
+    });
+    let (share_a, share_b) = (read_ndjson(&out_a).len(), read_ndjson(&out_b).len());
+    assert!(
+        share_a > 0 && share_b > 0,
+        "each daemon got a share: {share_a} / {share_b}"
+    );
+    assert_eq!(client.consumer_backlog("EVENTS", "soc").1, 0);
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn replay_from_a_sequence_or_a_time_and_the_state_table() {
+    let nats = NatsServer::start();
+    let client = nats.client();
+    client.create_stream("EVENTS", &["events.>"]);
+    let (payloads, expected) = events(100);
+    client.publish_all("events.windows", &payloads);
+    let dir = tempdir();
+    let state = dir.path().join("state.db");
+    let state = state.to_str().unwrap();
+    let input = nats.url("events.>");
+
+    // Resume (no replay flag) reads everything and saves its position.
+    let all = dir.path().join("all.ndjson");
+    let mut first = daemon(dir.path(), &input, &all)
+        .args(["--state-db", state])
+        .start();
+    wait_covered(&mut first, &all, &expected);
+    first.stop();
+
+    // Stream sequence 51 holds the event with seq 50.
+    let from_sequence = dir.path().join("from-sequence.ndjson");
+    let later: BTreeSet<u64> = expected.iter().copied().filter(|s| *s >= 50).collect();
+    let mut replay = daemon(dir.path(), &input, &from_sequence)
+        .args(["--replay-from-sequence", "51", "--state-db", state])
+        .start();
+    let records = wait_covered(&mut replay, &from_sequence, &later);
+    eventually("the replay consumed", || {
+        (client.consumer_backlog("EVENTS", CONSUMER) == (0, 0)).then_some(())
+    });
+    replay.stop();
+    assert_eq!(seqs(&records).into_iter().collect::<BTreeSet<_>>(), later);
+    assert!(
+        replay
+            .stderr()
+            .contains("the replay starts at or before the stored sequence"),
+        "a replay behind the stored position starts clean\n{}",
+        replay.logs()
+    );
+
+    // By time: the publication time of stream sequence 76 (event seq 75).
+    let published = client.message_time("EVENTS", 76);
+    let from_time = dir.path().join("from-time.ndjson");
+    let latest: BTreeSet<u64> = expected.iter().copied().filter(|s| *s >= 75).collect();
+    let mut replay = daemon(dir.path(), &input, &from_time)
+        .args([
+            "--replay-from-time",
+            &published,
+            "--state-db",
+            state,
+            "--keep-state",
+        ])
+        .start();
+    let records = wait_covered(&mut replay, &from_time, &latest);
+    replay.stop();
+    assert_eq!(seqs(&records).into_iter().collect::<BTreeSet<_>>(), latest);
+    assert!(
+        !replay.stderr().contains("stored correlation state cleared"),
+        "--keep-state overrides the table\n{}",
+        replay.logs()
+    );
+}
+
+#[test]
+fn a_core_nats_server_without_jetstream_is_a_clear_startup_error() {
+    let nats = NatsServer::without_jetstream();
+    let dir = tempdir();
+    let out = dir.path().join("out.ndjson");
+    let finished = daemon(dir.path(), &nats.url("events.>"), &out).run_to_exit();
+    assert_eq!(finished.code, Some(3), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("has no JetStream"),
+        "{}",
+        finished.stderr
+    );
+}
+
+#[test]
+fn an_unreachable_broker_is_a_clear_startup_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempdir();
+    let out = dir.path().join("out.ndjson");
+    let url = format!("nats://127.0.0.1:{port}/events.>");
+    let finished = daemon(dir.path(), &url, &out).run_to_exit();
+    assert_eq!(finished.code, Some(3), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains(&format!("cannot connect to NATS at 127.0.0.1:{port}")),
+        "{}",
+        finished.stderr
+    );
+}
+
+#[test]
+fn a_stream_that_overlaps_the_subject_without_covering_it_is_refused() {
+    let nats = NatsServer::start();
+    nats.client().create_stream("WINDOWS", &["events.windows"]);
+    let dir = tempdir();
+    let out = dir.path().join("out.ndjson");
+    let finished = daemon(dir.path(), &nats.url("events.>"), &out).run_to_exit();
+    assert_eq!(finished.code, Some(3), "{}", finished.stderr);
+    assert!(finished.stderr.contains("WINDOWS"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("without covering it"),
+        "{}",
+        finished.stderr
+    );
+}
+
+#[test]
+fn credentials_in_a_url_are_refused_without_repeating_them() {
+    let dir = tempdir();
+    let out = dir.path().join("out.ndjson");
+    let finished = daemon(
+        dir.path(),
+        "nats://alice:hunter2-secret@127.0.0.1:4222/events",
+        &out,
+    )
+    .run_to_exit();
+    assert_eq!(finished.code, Some(3), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains("credentials in the URL are refused")
+    );
+    assert!(!finished.stderr.contains("hunter2"), "{}", finished.stderr);
+}
+
+/// Starts a daemon authenticating through `env`, expecting it ready; and
+/// one with a wrong secret, expecting exit 3 naming the method but never
+/// the secret.
+fn authenticates(server: &NatsServer, good: &[(&str, &str)], bad: &[(&str, &str)], method: &str) {
+    let dir = tempdir();
+    let out = dir.path().join("out.ndjson");
+    let with = |env: &[(&str, &str)]| {
+        env.iter().fold(
+            daemon(dir.path(), &server.url("events.>"), &out),
+            |command, (key, value)| command.env(key, value),
+        )
+    };
+    let mut accepted = with(good).start();
+    accepted.stop();
+    for (_, value) in good {
+        assert!(!accepted.logs().contains(value), "a secret in the logs");
+    }
+    let refused = with(bad).run_to_exit();
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!("({method})")),
+        "{}",
+        refused.stderr
+    );
+    for (key, value) in bad {
+        if *key != "NATS_USER" {
+            assert!(
+                !refused.stderr.contains(value),
+                "the secret was echoed: {}",
+                refused.stderr
+            );
+        }
+    }
+}
+
+#[test]
+fn token_user_password_and_nkey_authentication() {
+    let dir = tempdir();
+    let token =
+        NatsServer::with_config(dir.path(), "authorization { token: \"s3cret-token-1\" }\n");
+    authenticates(
+        &token,
+        &[("NATS_TOKEN", "s3cret-token-1")],
+        &[("NATS_TOKEN", "wrong-token-9")],
+        "token",
+    );
+    let users = NatsServer::with_config(
+        dir.path(),
+        "authorization { users = [ { user: alice, password: \"pw-alice-1\" } ] }\n",
+    );
+    authenticates(
+        &users,
+        &[("NATS_USER", "alice"), ("NATS_PASSWORD", "pw-alice-1")],
+        &[("NATS_USER", "alice"), ("NATS_PASSWORD", "pw-wrong-9")],
+        "user and password",
+    );
+    let key = nkeys::KeyPair::new_user();
+    let other = nkeys::KeyPair::new_user();
+    let nkey = NatsServer::with_config(
+        dir.path(),
+        &format!(
+            "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+            key.public_key()
+        ),
+    );
+    let (seed, wrong) = (key.seed().unwrap(), other.seed().unwrap());
+    authenticates(
+        &nkey,
+        &[("NATS_NKEY", &seed)],
+        &[("NATS_NKEY", &wrong)],
+        "NKey",
+    );
+}
