@@ -237,6 +237,7 @@ fn the_daemon_keeps_serving_after_the_end_of_stdin() {
     let mut daemon = DaemonCommand::new(dir.path())
         .arg("-r")
         .arg(sample_rules())
+        .arg("--include-event")
         .piped_stdin()
         .start();
     let mut stdin = daemon.stdin();
@@ -307,6 +308,60 @@ fn an_invalid_utf8_line_on_stdin_goes_to_the_dlq_and_the_next_line_is_evaluated(
     assert_eq!(records.len(), 2, "{records:?}");
     assert_eq!(daemon.status()["parse_errors"], json!(1));
     drop(stdin);
+    daemon.stop();
+}
+
+#[test]
+fn numeric_flags_out_of_range_are_configuration_errors_not_panics() {
+    let dir = tempdir();
+    for (flag, value) in [
+        ("--buffer-size", "18446744073709551615"),
+        ("--buffer-size", "0"),
+        ("--batch-size", "100000000"),
+        ("--workers", "0"),
+        ("--drain-timeout", "18446744073709551615"),
+        ("--max-line-bytes", "0"),
+        ("--state-save-interval", "0"),
+        ("--nats-ack-wait", "0"),
+    ] {
+        let mut command = DaemonCommand::new(dir.path())
+            .arg("-r")
+            .arg(sample_rules())
+            .args([flag, value]);
+        if flag == "--state-save-interval" {
+            command = command.args(["--state-db", "state.db"]);
+        }
+        if flag == "--nats-ack-wait" {
+            command = command.args(["--input", "nats://127.0.0.1:1/events"]);
+        }
+        let finished = command.run_to_exit();
+        assert_eq!(finished.code, Some(3), "{flag} {value}: {}", finished.stderr);
+        assert!(
+            finished.stderr.contains("must be between"),
+            "{flag} {value}: {}",
+            finished.stderr
+        );
+    }
+}
+
+#[test]
+fn dead_letters_the_dlq_cannot_take_are_counted() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tempdir();
+    let daemon = DaemonCommand::new(dir.path())
+        .arg("-r")
+        .arg(sample_rules())
+        .args(["--input", "http", "--dlq", "file:///dev/full"])
+        .start();
+    let answer = daemon.post("/api/v1/events", "{not json\n{\"EventID\": 1}\n");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let mut daemon = daemon;
+    daemon.wait_for("a counted DLQ write failure", |d| {
+        (d.metrics().get("rsigma_dlq_write_errors_total") >= 1.0).then_some(())
+    });
+    assert_eq!(daemon.metrics().get("rsigma_dlq_events_total"), 0.0);
     daemon.stop();
 }
 
