@@ -335,13 +335,47 @@ fn numeric_flags_out_of_range_are_configuration_errors_not_panics() {
             command = command.args(["--input", "nats://127.0.0.1:1/events"]);
         }
         let finished = command.run_to_exit();
-        assert_eq!(finished.code, Some(3), "{flag} {value}: {}", finished.stderr);
+        assert_eq!(
+            finished.code,
+            Some(3),
+            "{flag} {value}: {}",
+            finished.stderr
+        );
         assert!(
             finished.stderr.contains("must be between"),
             "{flag} {value}: {}",
             finished.stderr
         );
     }
+}
+
+#[test]
+fn tls_flags_are_checked_and_tls_metrics_exported_only_with_tls() {
+    let dir = tempdir();
+    let finished = DaemonCommand::new(dir.path())
+        .arg("-r")
+        .arg(sample_rules())
+        .args(["--tls-min-version", "1.1"])
+        .run_to_exit();
+    assert_eq!(finished.code, Some(3), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("invalid TLS version '1.1'"),
+        "{}",
+        finished.stderr
+    );
+    let mut plaintext = DaemonCommand::new(dir.path())
+        .arg("-r")
+        .arg(sample_rules())
+        .args(["--input", "http"])
+        .start();
+    let metrics = plaintext.metrics();
+    assert!(metrics.has_family("rsigma_events_processed_total"));
+    assert!(
+        !metrics.has_family("rsigma_tls_certificate_expiry_seconds")
+            && !metrics.has_family("rsigma_tls_active_connections"),
+        "a plaintext daemon exports no TLS metric"
+    );
+    plaintext.stop();
 }
 
 #[test]

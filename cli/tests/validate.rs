@@ -121,3 +121,25 @@ fn missing_path_argument_is_a_usage_error() {
         .code(3)
         .stderr(predicate::str::contains("PATH"));
 }
+
+#[test]
+fn a_symbolic_link_loop_in_the_rules_is_read_once_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    for entry in std::fs::read_dir(sample_rules()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), rules.join(entry.file_name())).unwrap();
+    }
+    std::os::unix::fs::symlink(".", rules.join("loop")).unwrap();
+    rsigma()
+        .args(["rule", "validate"])
+        .arg(&rules)
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("loop: skipped"))
+        .stderr(predicate::str::contains("symbolic link loop"))
+        .stderr(predicate::str::contains(
+            "Validated 7 rules: 7 valid, 0 failed.",
+        ));
+}

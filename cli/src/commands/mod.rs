@@ -51,6 +51,9 @@ pub fn load_and_compile(
         .map_err(CliError::rules)?;
 
     let loaded = load_rules(path);
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
     let parsed = loaded.rule_set.len();
     let mut errors = loaded.errors;
     let (rule_set, pipeline_errors) = if pipelines.is_empty() {

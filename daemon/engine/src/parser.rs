@@ -69,6 +69,10 @@ pub struct LoadedRules {
     pub rule_set: RuleSet,
     /// One entry per file or document that could not be read or parsed.
     pub errors: Vec<RuleError>,
+    /// Paths left out without failing the load: directories reached a
+    /// second time through a symbolic link (a loop, or two links to one
+    /// directory), files reached a second time.
+    pub warnings: Vec<String>,
     /// The content hash of the files read (see [`RulesDigest`]); empty for
     /// text parsed with [`parse_rules`].
     pub digest: String,
@@ -80,7 +84,10 @@ pub struct LoadedRules {
 pub fn load_rules(path: &Path) -> LoadedRules {
     let mut loaded = LoadedRules::default();
     let files = match rule_files(path) {
-        Ok(files) => files,
+        Ok(found) => {
+            loaded.warnings = found.skipped;
+            found.files
+        }
         Err(err) => {
             loaded.errors.push(RuleError::new(path, None, err));
             return loaded;
@@ -110,7 +117,7 @@ pub fn load_rules(path: &Path) -> LoadedRules {
 /// computes it, without parsing them.
 pub fn rules_digest(path: &Path) -> Result<String, String> {
     let mut digest = RulesDigest::default();
-    for file in rule_files(path)? {
+    for file in rule_files(path)?.files {
         let text = fs::read_to_string(&file)
             .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
         digest.add(relative_name(path, &file), &text);
@@ -167,18 +174,42 @@ impl RulesDigest {
     }
 }
 
-fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+/// The rule files below a path, and what was left out.
+struct RuleFiles {
+    files: Vec<PathBuf>,
+    skipped: Vec<String>,
+}
+
+/// Walks the rules path, following symbolic links but reading each real
+/// directory and file once (by canonical path): a link back to a parent
+/// would otherwise load the same rules again on every lap, and multiply
+/// every detection. The walk is breadth first in name order, so the path
+/// kept for a file reached twice (and so the rules hash) does not depend on
+/// the order the file system lists entries in.
+fn rule_files(path: &Path) -> Result<RuleFiles, String> {
     let meta = fs::metadata(path).map_err(|err| format!("cannot read rules path: {err}"))?;
     if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+        return Ok(RuleFiles {
+            files: vec![path.to_path_buf()],
+            skipped: Vec::new(),
+        });
     }
-    let mut files = Vec::new();
-    let mut pending = vec![path.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let entries =
-            fs::read_dir(&dir).map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
+    let canonical = |p: &Path| {
+        fs::canonicalize(p).map_err(|err| format!("cannot resolve {}: {err}", p.display()))
+    };
+    let mut seen_dirs = std::collections::HashSet::from([canonical(path)?]);
+    let mut seen_files = std::collections::HashSet::new();
+    let mut found = RuleFiles {
+        files: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let mut pending = std::collections::VecDeque::from([path.to_path_buf()]);
+    while let Some(dir) = pending.pop_front() {
+        let mut entries = fs::read_dir(&dir)
+            .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+            .map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
+        entries.sort_by_key(|entry| entry.file_name());
         for entry in entries {
-            let entry = entry.map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
             // Hidden entries are skipped: a Kubernetes ConfigMap volume holds
             // every file twice, once under `..data/` and once as a link to it.
             if entry.file_name().to_string_lossy().starts_with('.') {
@@ -186,14 +217,33 @@ fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
             }
             let entry_path = entry.path();
             if entry_path.is_dir() {
-                pending.push(entry_path);
+                let real = canonical(&entry_path)?;
+                if seen_dirs.insert(real.clone()) {
+                    pending.push_back(entry_path);
+                } else {
+                    found.skipped.push(format!(
+                        "{}: skipped, it leads to {} which is already read (a symbolic link loop or a second link)",
+                        entry_path.display(),
+                        real.display()
+                    ));
+                }
             } else if is_rule_file(&entry_path) {
-                files.push(entry_path);
+                let real = canonical(&entry_path)?;
+                if seen_files.insert(real.clone()) {
+                    found.files.push(entry_path);
+                } else {
+                    found.skipped.push(format!(
+                        "{}: skipped, it is {} which is already read",
+                        entry_path.display(),
+                        real.display()
+                    ));
+                }
             }
         }
     }
-    files.sort();
-    Ok(files)
+    found.files.sort();
+    found.skipped.sort();
+    Ok(found)
 }
 
 fn is_rule_file(path: &Path) -> bool {

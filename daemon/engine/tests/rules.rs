@@ -340,3 +340,36 @@ fn directories_skip_hidden_entries_and_hash_their_content() {
     std::fs::write(dir.path().join("r.yml"), rule.replace("A: 1", "A: 2")).unwrap();
     assert_ne!(rsigma_engine::load_rules(dir.path()).digest, loaded.digest);
 }
+
+#[test]
+fn a_symbolic_link_loop_loads_each_rule_once_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = "title: R\nlogsource: {product: x}\ndetection:\n  sel: {A: 1}\n  condition: sel\n";
+    std::fs::create_dir(dir.path().join("windows")).unwrap();
+    std::fs::write(dir.path().join("windows/r.yml"), rule).unwrap();
+    // windows/again -> .. : every lap of the loop would hold windows/r.yml.
+    std::os::unix::fs::symlink("..", dir.path().join("windows/again")).unwrap();
+    // A second link to the same file.
+    std::os::unix::fs::symlink("windows/r.yml", dir.path().join("copy.yml")).unwrap();
+    let loaded = rsigma_engine::load_rules(dir.path());
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert_eq!(loaded.rule_set.len(), 1, "each real file once");
+    assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("windows/again") && w.contains("symbolic link loop")),
+        "{:?}",
+        loaded.warnings
+    );
+    // Breadth first in name order: copy.yml is met first and kept.
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("windows/r.yml: skipped")),
+        "{:?}",
+        loaded.warnings
+    );
+}

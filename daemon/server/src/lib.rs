@@ -159,10 +159,14 @@ fn new_context(config: DaemonConfig, tls: Option<tls::TlsState>) -> (Arc<DaemonC
         lines: input_sender,
         rejected: dead_letter_sender.clone(),
     };
+    let metrics = Metrics::new();
+    if tls.is_some() {
+        metrics.register_tls();
+    }
     let context = DaemonContext::new(
         config,
         Ruleset::empty(),
-        Metrics::new(),
+        metrics,
         reload_requests,
         ingest,
         tls,

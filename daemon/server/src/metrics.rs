@@ -238,16 +238,18 @@ impl Metrics {
                 "rsigma_state_save_failures_total",
                 "Correlation state snapshots that failed",
             ),
-            tls_certificate_expiry: gauge(
-                &registry,
+            // Registered by `register_tls`, only with TLS: on a plaintext
+            // daemon an expiry of 0 would read as "expires now" to an alert.
+            tls_certificate_expiry: IntGauge::new(
                 "rsigma_tls_certificate_expiry_seconds",
                 "Seconds until the API certificate expires; negative once expired",
-            ),
-            tls_active_connections: gauge(
-                &registry,
+            )
+            .expect("valid metric"),
+            tls_active_connections: IntGauge::new(
                 "rsigma_tls_active_connections",
                 "Open connections on the TLS API listener",
-            ),
+            )
+            .expect("valid metric"),
             tap_sessions_active: gauge(
                 &registry,
                 "rsigma_tap_sessions_active",
@@ -270,6 +272,15 @@ impl Metrics {
             ),
             registry,
             started: Instant::now(),
+        }
+    }
+
+    /// Exports the TLS metrics (for a daemon serving TLS).
+    pub fn register_tls(&self) {
+        for gauge in [&self.tls_certificate_expiry, &self.tls_active_connections] {
+            self.registry
+                .register(Box::new(gauge.clone()))
+                .expect("TLS metrics are registered once");
         }
     }
 

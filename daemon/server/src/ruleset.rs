@@ -108,6 +108,9 @@ pub fn load(config: &DaemonConfig) -> Result<Ruleset, LoadFailure> {
         });
     }
     let loaded = load_rules(rules);
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     let mut reasons: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
     let (rule_set, pipeline_errors) = if pipelines.is_empty() {
         (loaded.rule_set, Vec::new())

@@ -262,6 +262,14 @@ fn build_config(args: &DaemonArgs, file: &DaemonSection) -> Result<DaemonConfig,
                 .into(),
         );
     }
+    // Checked with TLS off too: a typo must not wait for the day TLS is on.
+    let min_version = match &args.tls_min_version {
+        Some(version) => version.parse()?,
+        None => match file.tls.min_version {
+            Some(TlsVersion::V1_2) => MinVersion::V1_2,
+            _ => MinVersion::V1_3,
+        },
+    };
     let cert = args.tls_cert.clone().or_else(|| file.tls.cert.clone());
     let key = args.tls_key.clone().or_else(|| file.tls.key.clone());
     config.tls = match (cert, key) {
@@ -272,13 +280,7 @@ fn build_config(args: &DaemonArgs, file: &DaemonSection) -> Result<DaemonConfig,
                 .tls_client_ca
                 .clone()
                 .or_else(|| file.tls.client_ca.clone()),
-            min_version: match &args.tls_min_version {
-                Some(version) => version.parse()?,
-                None => match file.tls.min_version {
-                    Some(TlsVersion::V1_2) => MinVersion::V1_2,
-                    _ => MinVersion::V1_3,
-                },
-            },
+            min_version,
         }),
         (None, None) => {
             if args.tls_client_ca.is_some() || file.tls.client_ca.is_some() {
