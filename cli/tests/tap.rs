@@ -960,6 +960,12 @@ fn redaction_happens_in_the_daemon() {
     // dropped line on a redacting raw capture), then the secrets.
     daemon.post("not json at all\n");
     daemon.wait_processed(1);
+    // The count of a processed line reaches the sessions when the worker
+    // flushes its batch to them: wait for that, or a slow worker's flush
+    // could arrive after the secrets closed the raw session at its limit.
+    daemon.wait("the raw capture's drop", || {
+        daemon.metric("rsigma_tap_events_dropped_total") >= 1.0
+    });
     daemon.post(&SECRET_EVENTS.join("\n"));
 
     let (a, b) = (a.finish(TAP_TIMEOUT), b.finish(TAP_TIMEOUT));

@@ -37,6 +37,16 @@ pub const MANAGED_FLAGS: &[&str] = &[
     "--no-logsource-routing",
     "--event-logsource",
     "--logsource-field-map",
+    "--nats-creds",
+    "--nats-token",
+    "--nats-user",
+    "--nats-password",
+    "--nats-nkey",
+    "--nats-tls-cert",
+    "--nats-tls-key",
+    "--nats-tls-ca",
+    "--nats-require-tls",
+    "--consumer-group",
 ];
 
 /// Desired state of a `DetectionEngine`.
@@ -138,14 +148,29 @@ pub struct DetectionEngineSpec {
     #[serde(default)]
     pub input: InputSpec,
 
-    /// Where detections go: `stdout` or `file://PATH`; every record goes to
-    /// every output.
+    /// The NATS connection (credentials, TLS) of a NATS input or output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "[has(self.credentialsSecretRef), has(self.tokenSecretRef), has(self.userSecretRef) || has(self.passwordSecretRef), has(self.nkeySecretRef)].filter(x, x).size() <= 1",
+            "message": "set at most one NATS authentication method"
+        },
+        {
+            "rule": "has(self.userSecretRef) == has(self.passwordSecretRef)",
+            "message": "userSecretRef and passwordSecretRef go together"
+        }
+    ]))]
+    pub nats: Option<NatsConnectionSpec>,
+
+    /// Where detections go: `stdout`, `file://PATH` or
+    /// `nats://HOST[:PORT]/SUBJECT` (with `spec.nats`' connection); every
+    /// record goes to every output.
     #[serde(default = "default_outputs")]
     #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 4096)))]
     #[schemars(extend("x-kubernetes-validations" = [
         {
-            "rule": "self.all(o, o == 'stdout' || (o.startsWith('file://') && size(o) > 7))",
-            "message": "each output must be stdout or file://PATH"
+            "rule": "self.all(o, o == 'stdout' || (o.startsWith('file://') && size(o) > 7) || o.matches('^nats://[^/@]+/[^ ]+$'))",
+            "message": "each output must be stdout, file://PATH or nats://HOST[:PORT]/SUBJECT"
         }
     ]))]
     pub outputs: Vec<String>,
@@ -175,8 +200,8 @@ pub struct DetectionEngineSpec {
     #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
     #[schemars(extend("x-kubernetes-validations" = [
         {
-            "rule": "self.all(a, !a.matches('^(-r|-c|-p|--rules|--config|--pipeline|--input|--output|--api-addr|--allow-plaintext|--tls-cert|--tls-key|--tls-client-ca|--state-db|--enable-tap|--no-logsource-routing|--event-logsource|--logsource-field-map)(=.*)?$'))",
-            "message": "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap, logsource routing: use spec.logsource)"
+            "rule": "self.all(a, !a.matches('^(-r|-c|-p|--rules|--config|--pipeline|--input|--output|--api-addr|--allow-plaintext|--tls-cert|--tls-key|--tls-client-ca|--state-db|--enable-tap|--no-logsource-routing|--event-logsource|--logsource-field-map|--nats-creds|--nats-token|--nats-user|--nats-password|--nats-nkey|--nats-tls-cert|--nats-tls-key|--nats-tls-ca|--nats-require-tls|--consumer-group)(=.*)?$'))",
+            "message": "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap, logsource routing: use spec.logsource; NATS connection and consumer group: use spec.nats and input.nats)"
         }
     ]))]
     pub extra_args: Vec<String>,
@@ -316,6 +341,7 @@ impl DetectionEngineSpec {
             resources: None,
             rule_set_selector: None,
             input: InputSpec::default(),
+            nats: None,
             outputs: default_outputs(),
             tap: TapSpec::default(),
             tls: None,
@@ -345,22 +371,29 @@ impl DetectionEngineSpec {
             out.push("input.nats is required when input.type is nats, and only then".to_owned());
         }
         if let Some(nats) = &self.input.nats
-            && !["nats://", "tls://", "ws://", "wss://"]
-                .iter()
-                .any(|p| nats.url.len() > p.len() && nats.url.starts_with(p))
+            && !is_nats_server_url(&nats.url)
         {
-            out.push("url must start with nats://, tls://, ws:// or wss://".to_owned());
+            out.push(
+                "url must be nats://HOST[:PORT] or tls://HOST[:PORT], without credentials or a path"
+                    .to_owned(),
+            );
         }
-        if !self
-            .outputs
-            .iter()
-            .all(|o| o == "stdout" || (o.starts_with("file://") && o.len() > 7))
-        {
-            out.push("each output must be stdout or file://PATH".to_owned());
+        if !self.outputs.iter().all(|o| is_output_url(o)) {
+            out.push(
+                "each output must be stdout, file://PATH or nats://HOST[:PORT]/SUBJECT".to_owned(),
+            );
+        }
+        if let Some(nats) = &self.nats {
+            if nats.methods().len() > 1 {
+                out.push("set at most one NATS authentication method".to_owned());
+            }
+            if nats.user_secret_ref.is_some() != nats.password_secret_ref.is_some() {
+                out.push("userSecretRef and passwordSecretRef go together".to_owned());
+            }
         }
         if self.extra_args.iter().any(|a| is_managed_flag(a)) {
             out.push(
-                "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap, logsource routing: use spec.logsource)"
+                "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap, logsource routing: use spec.logsource; NATS connection and consumer group: use spec.nats and input.nats)"
                     .to_owned(),
             );
         }
@@ -388,6 +421,30 @@ impl DetectionEngineSpec {
         }
         out
     }
+}
+
+/// `nats://HOST[:PORT]` or `tls://HOST[:PORT]`, without credentials or a path.
+pub fn is_nats_server_url(url: &str) -> bool {
+    ["nats://", "tls://"].iter().any(|scheme| {
+        url.strip_prefix(scheme)
+            .is_some_and(|host| !host.is_empty() && !host.contains(['/', '@']))
+    })
+}
+
+/// `stdout`, `file://PATH` or `nats://HOST[:PORT]/SUBJECT`.
+pub fn is_output_url(output: &str) -> bool {
+    output == "stdout"
+        || output
+            .strip_prefix("file://")
+            .is_some_and(|p| !p.is_empty())
+        || output.strip_prefix("nats://").is_some_and(|rest| {
+            rest.split_once('/').is_some_and(|(host, subject)| {
+                !host.is_empty()
+                    && !host.contains('@')
+                    && !subject.is_empty()
+                    && !subject.contains(' ')
+            })
+        })
 }
 
 /// Whether a daemon argument sets one of [`MANAGED_FLAGS`] (`--flag` or
@@ -464,28 +521,90 @@ pub enum InputType {
     Nats,
 }
 
-/// A NATS event source.
+/// A NATS JetStream event source: a durable pull consumer on `subject`
+/// (docs/nats.md). The connection's credentials and TLS are in `spec.nats`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NatsInputSpec {
-    /// Server URL (`nats://`, `tls://`, `ws://` or `wss://`).
+    /// Server URL: `nats://HOST[:PORT]`, or `tls://HOST[:PORT]` to refuse a
+    /// server that does not negotiate TLS.
     #[schemars(length(min = 1, max = 2048))]
     #[schemars(extend("x-kubernetes-validations" = [
         {
-            "rule": "self.matches('^(nats|tls|ws|wss)://.+')",
-            "message": "url must start with nats://, tls://, ws:// or wss://"
+            "rule": "self.matches('^(nats|tls)://[^/@]+$')",
+            "message": "url must be nats://HOST[:PORT] or tls://HOST[:PORT], without credentials or a path"
         }
     ]))]
     pub url: String,
 
-    /// Subject to subscribe to (wildcards allowed).
+    /// Subject to consume (wildcards `*` and `>` allowed).
     #[schemars(length(min = 1, max = 1024))]
     pub subject: String,
 
-    /// Secret key holding a NATS credentials file (`.creds`), mounted into
-    /// the daemon pods.
+    /// The durable consumer the engine's pods share (they split the
+    /// stream). Absent: `rsigma-NAMESPACE-NAME` of the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub consumer_group: Option<String>,
+
+    /// Deprecated: use `spec.nats.credentialsSecretRef` (still honoured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeySelector>,
+}
+
+/// How the daemon connects to NATS, for its input and any `nats://`
+/// output. Credentials come from Secrets, as a mounted file or environment
+/// variables, never as arguments; at most one method.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsConnectionSpec {
+    /// A NATS credentials file (`.creds`: JWT and NKey seed), mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretKeySelector>,
+    /// A token (`NATS_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeySelector>,
+    /// A user name (`NATS_USER`; with `passwordSecretRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_secret_ref: Option<SecretKeySelector>,
+    /// A password (`NATS_PASSWORD`; with `userSecretRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeySelector>,
+    /// An NKey seed (`NATS_NKEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nkey_secret_ref: Option<SecretKeySelector>,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`): the client
+    /// certificate for mutual TLS with NATS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tls_secret_name: Option<String>,
+    /// A CA bundle verifying the NATS server. Absent: the image's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeySelector>,
+    /// Refuse a server that does not negotiate TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+impl NatsConnectionSpec {
+    /// The authentication methods set, by name.
+    pub fn methods(&self) -> Vec<&'static str> {
+        [
+            (
+                self.credentials_secret_ref.is_some(),
+                "credentialsSecretRef",
+            ),
+            (self.token_secret_ref.is_some(), "tokenSecretRef"),
+            (
+                self.user_secret_ref.is_some() || self.password_secret_ref.is_some(),
+                "userSecretRef/passwordSecretRef",
+            ),
+            (self.nkey_secret_ref.is_some(), "nkeySecretRef"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect()
+    }
 }
 
 /// Logsource routing (`--event-logsource`, `--logsource-field-map`,

@@ -23,8 +23,8 @@ pub mod sigmaruleset;
 pub use detectionengine::{
     DetectionEngine, DetectionEngineSpec, DetectionEngineStatus, DisruptionBudgetSpec,
     EnginePodSpec, EngineServiceSpec, ImagePullPolicy, InputSpec, InputType, LogsourceSpec,
-    MANAGED_FLAGS, NatsInputSpec, Persistence, PodRulesStatus, ServiceType, StateSpec, TapSpec,
-    TlsSpec, is_managed_flag,
+    MANAGED_FLAGS, NatsConnectionSpec, NatsInputSpec, Persistence, PodRulesStatus, ServiceType,
+    StateSpec, TapSpec, TlsSpec, is_managed_flag,
 };
 pub use sigmaruleset::{
     Binding, ConfigMapRuleRef, RuleErrorStatus, SigmaRuleSet, SigmaRuleSetSpec, SigmaRuleSetStatus,

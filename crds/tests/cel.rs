@@ -210,7 +210,52 @@ fn detection_engine_input_rules() {
             &crd,
             de(json!({"input": {"type": "nats", "nats": {"url": "http://n", "subject": "s"}}})),
         ),
-        "url must start with",
+        "url must be nats://HOST[:PORT] or tls://HOST[:PORT]",
+    );
+    for url in ["nats://user:pw@n:4222", "nats://n:4222/events", "ws://n"] {
+        assert_rejected(
+            &violations(
+                &crd,
+                de(json!({"input": {"type": "nats", "nats": {"url": url, "subject": "s"}}})),
+            ),
+            "without credentials or a path",
+        );
+    }
+    let tls =
+        json!({"type": "nats", "nats": {"url": "tls://n", "subject": "s", "consumerGroup": "soc"}});
+    assert_eq!(
+        violations(&crd, de(json!({"input": tls}))),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn detection_engine_nats_connection_rules() {
+    let crd = detection_engine_crd();
+    let secret = |key: &str| json!({"name": "nats", "key": key});
+    for nats in [
+        json!({}),
+        json!({"credentialsSecretRef": secret("c"), "caSecretRef": secret("ca"), "requireTls": true}),
+        json!({"tokenSecretRef": secret("t"), "tlsSecretName": "client"}),
+        json!({"userSecretRef": secret("u"), "passwordSecretRef": secret("p")}),
+        json!({"nkeySecretRef": secret("n")}),
+    ] {
+        assert_eq!(
+            violations(&crd, de(json!({"nats": nats}))),
+            Vec::<String>::new(),
+            "{nats}"
+        );
+    }
+    assert_rejected(
+        &violations(
+            &crd,
+            de(json!({"nats": {"tokenSecretRef": secret("t"), "nkeySecretRef": secret("n")}})),
+        ),
+        "at most one NATS authentication method",
+    );
+    assert_rejected(
+        &violations(&crd, de(json!({"nats": {"userSecretRef": secret("u")}}))),
+        "userSecretRef and passwordSecretRef go together",
     );
 }
 
@@ -224,14 +269,24 @@ fn detection_engine_output_and_args_rules() {
         ),
         Vec::<String>::new()
     );
-    assert_rejected(
-        &violations(&crd, de(json!({"outputs": ["kafka://x"]}))),
-        "stdout or file://",
+    assert_eq!(
+        violations(
+            &crd,
+            de(json!({"outputs": ["nats://nats:4222/detections"]}))
+        ),
+        Vec::<String>::new()
     );
-    assert_rejected(
-        &violations(&crd, de(json!({"outputs": ["file://"]}))),
-        "stdout or file://",
-    );
+    for output in [
+        "kafka://x",
+        "file://",
+        "nats://nats:4222",
+        "nats://u:p@nats/d",
+    ] {
+        assert_rejected(
+            &violations(&crd, de(json!({"outputs": [output]}))),
+            "stdout, file://PATH or nats://",
+        );
+    }
     assert_eq!(
         violations(
             &crd,
@@ -245,6 +300,9 @@ fn detection_engine_output_and_args_rules() {
         "--api-addr",
         "--enable-tap",
         "--state-db=/s",
+        "--nats-token=secret",
+        "--nats-password",
+        "--consumer-group=g",
         "--output",
     ] {
         assert_rejected(

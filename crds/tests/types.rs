@@ -81,11 +81,17 @@ fn detection_engine_round_trip_in_camel_case() {
     spec.input = InputSpec::nats(NatsInputSpec {
         url: "nats://nats:4222".into(),
         subject: "events".into(),
+        consumer_group: Some("soc".into()),
+        credentials_secret_ref: None,
+    });
+    spec.nats = Some(rsigma_crds::NatsConnectionSpec {
         credentials_secret_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
             name: "nats-creds".into(),
             key: "user.creds".into(),
             optional: None,
         }),
+        require_tls: true,
+        ..Default::default()
     });
     spec.tls = Some(rsigma_crds::TlsSpec {
         secret_name: "tls".into(),
@@ -102,8 +108,12 @@ fn detection_engine_round_trip_in_camel_case() {
     assert_eq!(
         v["spec"]["input"],
         json!({"type": "nats", "nats": {
-        "url": "nats://nats:4222", "subject": "events",
-        "credentialsSecretRef": {"name": "nats-creds", "key": "user.creds"}}})
+        "url": "nats://nats:4222", "subject": "events", "consumerGroup": "soc"}})
+    );
+    assert_eq!(
+        v["spec"]["nats"],
+        json!({"credentialsSecretRef": {"name": "nats-creds", "key": "user.creds"},
+               "requireTls": true})
     );
     assert_eq!(
         v["spec"]["tls"],

@@ -17,6 +17,7 @@ pub mod controller;
 pub mod engine;
 pub mod http;
 pub mod leader;
+pub mod nats;
 pub mod reload;
 pub mod resources;
 pub mod rule_set;

@@ -76,7 +76,6 @@ pub const MAX_CONFIG_MAP_BYTES: usize = 900 * 1024;
 
 const TLS_DIR: &str = "/etc/rsigma/tls";
 const CLIENT_CA_DIR: &str = "/etc/rsigma/client-ca";
-const NATS_DIR: &str = "/etc/rsigma/nats";
 const STATE_DIR: &str = "/var/lib/rsigma";
 const MAX_KEY_LEN: usize = 253;
 
@@ -425,9 +424,43 @@ pub fn check_spec(engine: &DetectionEngine) -> Result<(), String> {
         }
         _ => {}
     }
+    if let Some(nats) = &spec.input.nats
+        && !rsigma_crds::detectionengine::is_nats_server_url(&nats.url)
+    {
+        return Err(format!(
+            "input.nats.url {:?} must be nats://HOST[:PORT] or tls://HOST[:PORT]",
+            nats.url
+        ));
+    }
     for output in &spec.outputs {
-        if output != "stdout" && !(output.starts_with("file://") && output.len() > 7) {
-            return Err(format!("output {output:?} must be stdout or file://PATH"));
+        if !rsigma_crds::detectionengine::is_output_url(output) {
+            return Err(format!(
+                "output {output:?} must be stdout, file://PATH or nats://HOST[:PORT]/SUBJECT"
+            ));
+        }
+    }
+    if let Some(nats) = &spec.nats {
+        let methods = nats.methods();
+        if methods.len() > 1 {
+            return Err(format!(
+                "nats: set at most one authentication method, not {}",
+                methods.join(" and ")
+            ));
+        }
+        if nats.user_secret_ref.is_some() != nats.password_secret_ref.is_some() {
+            return Err("nats: userSecretRef and passwordSecretRef go together".to_owned());
+        }
+        if nats.credentials_secret_ref.is_some()
+            && spec
+                .input
+                .nats
+                .as_ref()
+                .is_some_and(|n| n.credentials_secret_ref.is_some())
+        {
+            return Err(
+                "set the credentials file in nats.credentialsSecretRef only (input.nats.credentialsSecretRef is deprecated)"
+                    .to_owned(),
+            );
         }
     }
     if spec.replicas < 0 {
@@ -452,7 +485,8 @@ pub fn check_spec(engine: &DetectionEngine) -> Result<(), String> {
     Ok(())
 }
 
-/// Volume names the operator gives the daemon pods.
+/// Volume names the operator gives the daemon pods (the last three hold the
+/// NATS Secrets: [`crate::nats`]).
 const RESERVED_VOLUMES: &[&str] = &[
     "rules",
     "tmp",
@@ -460,6 +494,8 @@ const RESERVED_VOLUMES: &[&str] = &[
     "client-ca",
     "state",
     "nats-credentials",
+    "nats-tls",
+    "nats-ca",
 ];
 
 /// The objects of an engine.
@@ -502,24 +538,11 @@ pub fn daemon_args(engine: &DetectionEngine, pipeline_args: &[String]) -> Vec<St
         .into_iter()
         .map(str::to_owned)
         .collect();
-    match (spec.input.type_, &spec.input.nats) {
-        (InputType::Nats, Some(nats)) => {
-            args.push("--input".to_owned());
-            args.push(format!(
-                "{}/{}",
-                nats.url.trim_end_matches('/'),
-                nats.subject
-            ));
-            if nats.credentials_secret_ref.is_some() {
-                args.push("--nats-creds".to_owned());
-                args.push(format!("{NATS_DIR}/credentials.creds"));
-            }
-        }
-        _ => {
-            args.push("--input".to_owned());
-            args.push("http".to_owned());
-        }
+    if spec.input.type_ != InputType::Nats {
+        args.push("--input".to_owned());
+        args.push("http".to_owned());
     }
+    args.extend(crate::nats::pod_parts(engine).args);
     args.push("--api-addr".to_owned());
     args.push(format!("0.0.0.0:{API_PORT}"));
     match &spec.tls {
@@ -727,32 +750,9 @@ pub fn desired(
             });
         }
     }
-    if let Some(creds) = spec
-        .input
-        .nats
-        .as_ref()
-        .and_then(|n| n.credentials_secret_ref.as_ref())
-    {
-        volumes.push(Volume {
-            name: "nats-credentials".to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(creds.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: creds.key.clone(),
-                    path: "credentials.creds".to_owned(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "nats-credentials".to_owned(),
-            mount_path: NATS_DIR.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        });
-    }
+    let nats = crate::nats::pod_parts(engine);
+    volumes.extend(nats.volumes);
+    mounts.extend(nats.mounts);
     let pvc = (spec.state.persistence == Persistence::Pvc).then(|| {
         volumes.push(Volume {
             name: "state".to_owned(),
@@ -806,7 +806,15 @@ pub fn desired(
         liveness_probe: Some(probe("/healthz", https, mutual_tls, 10)),
         readiness_probe: Some(probe("/readyz", https, mutual_tls, 5)),
         resources: spec.resources.clone(),
-        env: (!spec.pod.env.is_empty()).then(|| spec.pod.env.clone()),
+        env: Some(
+            spec.pod
+                .env
+                .iter()
+                .cloned()
+                .chain(nats.env)
+                .collect::<Vec<_>>(),
+        )
+        .filter(|env| !env.is_empty()),
         env_from: (!spec.pod.env_from.is_empty()).then(|| spec.pod.env_from.clone()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),

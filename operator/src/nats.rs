@@ -1,0 +1,196 @@
+//! What a DetectionEngine's NATS settings add to its daemon pods: the
+//! `--input`, TLS and consumer-group arguments, the credentials as
+//! environment variables from Secrets or as a mounted file (never as
+//! arguments), and the Secret volumes (docs/nats.md, docs/operator.md).
+
+use k8s_openapi::api::core::v1::{
+    EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+};
+use kube::ResourceExt;
+use rsigma_crds::{DetectionEngine, InputType, NatsConnectionSpec};
+use sha2::{Digest, Sha256};
+
+/// Where the credentials file is mounted.
+pub const CREDENTIALS_DIR: &str = "/etc/rsigma/nats";
+/// Where the client certificate is mounted.
+pub const CLIENT_TLS_DIR: &str = "/etc/rsigma/nats-tls";
+/// Where the CA bundle is mounted.
+pub const CA_DIR: &str = "/etc/rsigma/nats-ca";
+
+/// The NATS parts of a daemon pod.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct NatsPod {
+    /// Daemon arguments.
+    pub args: Vec<String>,
+    /// Environment variables of the daemon container.
+    pub env: Vec<EnvVar>,
+    /// Secret volumes.
+    pub volumes: Vec<Volume>,
+    /// Their mounts in the daemon container.
+    pub mounts: Vec<VolumeMount>,
+}
+
+/// The durable consumer an engine's pods share when the spec names none:
+/// `rsigma-NAMESPACE-NAME`, shortened with a hash of both past the 64
+/// characters a consumer name may have (names of letters, digits, `-`).
+pub fn default_consumer_group(namespace: &str, name: &str) -> String {
+    let full = format!("rsigma-{namespace}-{name}").replace('.', "-");
+    if full.len() <= 64 {
+        return full;
+    }
+    let hash = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    let suffix: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{suffix}", &full[..55])
+}
+
+/// The NATS arguments, environment and volumes of `engine`'s pods (empty
+/// for an engine without NATS input or outputs).
+pub fn pod_parts(engine: &DetectionEngine) -> NatsPod {
+    let spec = &engine.spec;
+    let mut pod = NatsPod::default();
+    if let (InputType::Nats, Some(input)) = (spec.input.type_, &spec.input.nats) {
+        let (scheme_tls, server) = match input.url.strip_prefix("tls://") {
+            Some(server) => (true, server),
+            None => (false, input.url.trim_start_matches("nats://")),
+        };
+        pod.args.push("--input".to_owned());
+        pod.args.push(format!(
+            "nats://{}/{}",
+            server.trim_end_matches('/'),
+            input.subject
+        ));
+        if scheme_tls {
+            pod.args.push("--nats-require-tls".to_owned());
+        }
+        let group = input.consumer_group.clone().unwrap_or_else(|| {
+            default_consumer_group(&engine.namespace().unwrap_or_default(), &engine.name_any())
+        });
+        pod.args.extend(["--consumer-group".to_owned(), group]);
+    }
+    let connection = spec.nats.clone().unwrap_or_default();
+    // The deprecated place of the credentials file.
+    let credentials = connection.credentials_secret_ref.clone().or_else(|| {
+        spec.input
+            .nats
+            .as_ref()
+            .and_then(|n| n.credentials_secret_ref.clone())
+    });
+    if let Some(creds) = &credentials {
+        mount_key(
+            &mut pod,
+            "nats-credentials",
+            CREDENTIALS_DIR,
+            creds,
+            "credentials.creds",
+        );
+        pod.args.push("--nats-creds".to_owned());
+        pod.args
+            .push(format!("{CREDENTIALS_DIR}/credentials.creds"));
+    }
+    add_secret_env(&mut pod, &connection);
+    if let Some(secret) = &connection.tls_secret_name {
+        pod.volumes.push(secret_volume(
+            "nats-tls",
+            secret,
+            &[("tls.crt", "tls.crt"), ("tls.key", "tls.key")],
+        ));
+        pod.mounts.push(read_only_mount("nats-tls", CLIENT_TLS_DIR));
+        pod.args.extend([
+            "--nats-tls-cert".to_owned(),
+            format!("{CLIENT_TLS_DIR}/tls.crt"),
+            "--nats-tls-key".to_owned(),
+            format!("{CLIENT_TLS_DIR}/tls.key"),
+        ]);
+    }
+    if let Some(ca) = &connection.ca_secret_ref {
+        mount_key(&mut pod, "nats-ca", CA_DIR, ca, "ca.crt");
+        pod.args
+            .extend(["--nats-tls-ca".to_owned(), format!("{CA_DIR}/ca.crt")]);
+    }
+    if connection.require_tls && !pod.args.iter().any(|a| a == "--nats-require-tls") {
+        pod.args.push("--nats-require-tls".to_owned());
+    }
+    pod
+}
+
+/// The token, user, password and NKey seed, as the environment variables
+/// the daemon reads them from.
+fn add_secret_env(pod: &mut NatsPod, connection: &NatsConnectionSpec) {
+    for (variable, selector) in [
+        ("NATS_TOKEN", &connection.token_secret_ref),
+        ("NATS_USER", &connection.user_secret_ref),
+        ("NATS_PASSWORD", &connection.password_secret_ref),
+        ("NATS_NKEY", &connection.nkey_secret_ref),
+    ] {
+        if let Some(selector) = selector {
+            pod.env.push(EnvVar {
+                name: variable.to_owned(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(selector.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
+}
+
+fn mount_key(pod: &mut NatsPod, volume: &str, dir: &str, selector: &SecretKeySelector, file: &str) {
+    pod.volumes.push(secret_volume(
+        volume,
+        &selector.name,
+        &[(&selector.key, file)],
+    ));
+    pod.mounts.push(read_only_mount(volume, dir));
+}
+
+fn secret_volume(volume: &str, secret: &str, items: &[(&str, &str)]) -> Volume {
+    Volume {
+        name: volume.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(
+                items
+                    .iter()
+                    .map(|(key, path)| KeyToPath {
+                        key: (*key).to_owned(),
+                        path: (*path).to_owned(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn read_only_mount(volume: &str, dir: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_owned(),
+        mount_path: dir.to_owned(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_consumer_groups_are_valid_consumer_names() {
+        assert_eq!(default_consumer_group("soc", "edge"), "rsigma-soc-edge");
+        let long = default_consumer_group(&"n".repeat(63), &"e.x".repeat(80));
+        assert_eq!(long.len(), 64);
+        assert!(
+            long.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "{long}"
+        );
+        assert_ne!(
+            long,
+            default_consumer_group(&"n".repeat(63), &"e.y".repeat(80))
+        );
+    }
+}
