@@ -461,3 +461,36 @@ fn token_user_password_and_nkey_authentication() {
         "NKey",
     );
 }
+
+#[test]
+fn a_durable_consumer_of_another_subject_is_refused_not_reused() {
+    let nats = NatsServer::start();
+    nats.client().create_stream("EVENTS", &["events.>"]);
+    let dir = tempdir();
+    let out = dir.path().join("out.ndjson");
+    let mut first = daemon(dir.path(), &nats.url("events.windows"), &out)
+        .args(["--consumer-group", "soc"])
+        .start();
+    first.stop();
+    let finished = daemon(dir.path(), &nats.url("events.>"), &out)
+        .args(["--consumer-group", "soc"])
+        .run_to_exit();
+    assert_eq!(finished.code, Some(3), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains("the durable consumer soc exists for the subject 'events.windows'"),
+        "{}",
+        finished.stderr
+    );
+    // And the daemon's own output inside its input subject is refused.
+    let finished = daemon(dir.path(), &nats.url("events.>"), &out)
+        .args(["--output", &nats.url("events.detections")])
+        .run_to_exit();
+    assert_eq!(finished.code, Some(3), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("read its own records back"),
+        "{}",
+        finished.stderr
+    );
+}

@@ -43,6 +43,99 @@ pub fn default_consumer_group(namespace: &str, name: &str) -> String {
     format!("{}-{suffix}", &full[..55])
 }
 
+/// Why an engine's NATS settings would give a daemon that refuses to
+/// start (the CRD's rules cannot check subjects token by token, and older
+/// API servers do not enforce them at all).
+pub fn check(engine: &DetectionEngine) -> Result<(), String> {
+    let spec = &engine.spec;
+    let deprecated_creds = spec
+        .input
+        .nats
+        .as_ref()
+        .is_some_and(|n| n.credentials_secret_ref.is_some());
+    if let Some(input) = &spec.input.nats {
+        if !rsigma_crds::detectionengine::is_nats_server_url(&input.url) {
+            return Err(format!(
+                "input.nats.url {:?} must be nats://HOST[:PORT] or tls://HOST[:PORT]",
+                input.url
+            ));
+        }
+        check_server(&input.url)?;
+        check_subject(&input.subject, true)
+            .map_err(|why| format!("input.nats.subject {:?}: {why}", input.subject))?;
+    }
+    for output in &spec.outputs {
+        if let Some(rest) = output.strip_prefix("nats://") {
+            let (server, subject) = rest.split_once('/').unwrap_or((rest, ""));
+            check_server(&format!("nats://{server}"))?;
+            check_subject(subject, false).map_err(|why| format!("output {output:?}: {why}"))?;
+        }
+    }
+    let connection = spec.nats.clone().unwrap_or_default();
+    let mut methods = connection.methods();
+    if deprecated_creds {
+        methods.push("input.nats.credentialsSecretRef");
+    }
+    if methods.len() > 1 {
+        return Err(format!(
+            "set at most one NATS authentication method, not {}",
+            methods.join(" and ")
+        ));
+    }
+    if connection.user_secret_ref.is_some() != connection.password_secret_ref.is_some() {
+        return Err("nats: userSecretRef and passwordSecretRef go together".to_owned());
+    }
+    // A replay restarts the durable consumer at every pod start: with
+    // several pods sharing it, each start would rewind the others.
+    if spec.replicas > 1
+        && spec
+            .extra_args
+            .iter()
+            .any(|arg| arg.starts_with("--replay-from-"))
+    {
+        return Err(
+            "extraArgs: --replay-from-* restarts the shared consumer at every pod start; replay with one replica"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// `HOST[:PORT]` with a port of 1-65535 when given.
+fn check_server(url: &str) -> Result<(), String> {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let port = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once("]:").map(|(_, port)| port),
+        None => authority.split_once(':').map(|(_, port)| port),
+    };
+    match port.map(|p| p.parse::<u16>()) {
+        None | Some(Ok(1..)) => Ok(()),
+        Some(_) => Err(format!("{url}: invalid port")),
+    }
+}
+
+/// Dot-separated tokens, none empty or with whitespace; `*` and `>` only
+/// as whole tokens of an input, `>` last.
+fn check_subject(subject: &str, wildcards: bool) -> Result<(), String> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (index, token) in tokens.iter().enumerate() {
+        if token.is_empty() || token.chars().any(char::is_whitespace) {
+            return Err("tokens must be non-empty and without whitespace".to_owned());
+        }
+        let wildcard = *token == "*" || *token == ">";
+        if !wildcard && (token.contains('*') || token.contains('>')) {
+            return Err("wildcards must be whole tokens".to_owned());
+        }
+        if wildcard && !wildcards {
+            return Err("an output publishes to one subject, without wildcards".to_owned());
+        }
+        if *token == ">" && index + 1 != tokens.len() {
+            return Err("'>' must be the last token".to_owned());
+        }
+    }
+    Ok(())
+}
+
 /// The NATS arguments, environment and volumes of `engine`'s pods (empty
 /// for an engine without NATS input or outputs).
 pub fn pod_parts(engine: &DetectionEngine) -> NatsPod {
@@ -177,6 +270,23 @@ fn read_only_mount(volume: &str, dir: &str) -> VolumeMount {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_and_servers_the_daemon_would_refuse() {
+        assert_eq!(check_subject("events.>", true), Ok(()));
+        assert_eq!(check_subject("a.*.c", true), Ok(()));
+        assert!(check_subject("a..b", true).is_err());
+        assert!(check_subject("a.>.b", true).is_err());
+        assert!(check_subject("a b", true).is_err());
+        assert!(check_subject("ab*", true).is_err());
+        assert!(check_subject("detections.*", false).is_err());
+        assert_eq!(check_subject("detections", false), Ok(()));
+        assert_eq!(check_server("nats://h"), Ok(()));
+        assert_eq!(check_server("tls://h:4222"), Ok(()));
+        assert_eq!(check_server("nats://[fd00::1]:4222"), Ok(()));
+        assert!(check_server("nats://h:0").is_err());
+        assert!(check_server("nats://h:x").is_err());
+    }
 
     #[test]
     fn default_consumer_groups_are_valid_consumer_names() {

@@ -424,14 +424,6 @@ pub fn check_spec(engine: &DetectionEngine) -> Result<(), String> {
         }
         _ => {}
     }
-    if let Some(nats) = &spec.input.nats
-        && !rsigma_crds::detectionengine::is_nats_server_url(&nats.url)
-    {
-        return Err(format!(
-            "input.nats.url {:?} must be nats://HOST[:PORT] or tls://HOST[:PORT]",
-            nats.url
-        ));
-    }
     for output in &spec.outputs {
         if !rsigma_crds::detectionengine::is_output_url(output) {
             return Err(format!(
@@ -439,30 +431,7 @@ pub fn check_spec(engine: &DetectionEngine) -> Result<(), String> {
             ));
         }
     }
-    if let Some(nats) = &spec.nats {
-        let methods = nats.methods();
-        if methods.len() > 1 {
-            return Err(format!(
-                "nats: set at most one authentication method, not {}",
-                methods.join(" and ")
-            ));
-        }
-        if nats.user_secret_ref.is_some() != nats.password_secret_ref.is_some() {
-            return Err("nats: userSecretRef and passwordSecretRef go together".to_owned());
-        }
-        if nats.credentials_secret_ref.is_some()
-            && spec
-                .input
-                .nats
-                .as_ref()
-                .is_some_and(|n| n.credentials_secret_ref.is_some())
-        {
-            return Err(
-                "set the credentials file in nats.credentialsSecretRef only (input.nats.credentialsSecretRef is deprecated)"
-                    .to_owned(),
-            );
-        }
-    }
+    crate::nats::check(engine)?;
     if spec.replicas < 0 {
         return Err("replicas must not be negative".to_owned());
     }

@@ -142,18 +142,28 @@ impl NatsTarget {
         if authority.is_empty() {
             return Err(format!("{display}: the URL needs a host"));
         }
-        let server = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                if host.is_empty() {
-                    return Err(format!("{display}: the URL needs a host"));
-                }
+        // `[v6 address]` or `[v6 address]:port`; else `host` or `host:port`.
+        let port = match authority.strip_prefix('[') {
+            Some(bracketed) => match bracketed.split_once(']') {
+                Some((host, "")) if !host.is_empty() => None,
+                Some((host, rest)) if !host.is_empty() && rest.starts_with(':') => Some(&rest[1..]),
+                _ => return Err(format!("{display}: invalid IPv6 host")),
+            },
+            None => match authority.split_once(':') {
+                Some(("", _)) => return Err(format!("{display}: the URL needs a host")),
+                Some((_, port)) => Some(port),
+                None => None,
+            },
+        };
+        let server = match port {
+            Some(port) => {
                 port.parse::<u16>()
                     .ok()
                     .filter(|port| *port > 0)
                     .ok_or_else(|| format!("{display}: invalid port '{port}'"))?;
                 authority.to_owned()
             }
-            _ => format!("{authority}:4222"),
+            None => format!("{authority}:4222"),
         };
         validate_subject(subject).map_err(|reason| format!("{display}: {reason}"))?;
         Ok(NatsTarget {
@@ -174,6 +184,28 @@ impl std::fmt::Display for NatsTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "nats://{}/{}", self.server, self.subject)
     }
+}
+
+/// Whether every subject `subject` matches is matched by `pattern` (both
+/// may hold wildcards: `*` one token, `>` one or more trailing tokens).
+pub fn subject_covers(pattern: &str, subject: &str) -> bool {
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    let subject: Vec<&str> = subject.split('.').collect();
+    for (index, token) in pattern.iter().enumerate() {
+        if *token == ">" {
+            return subject.len() > index;
+        }
+        let Some(theirs) = subject.get(index) else {
+            return false;
+        };
+        match (*token, *theirs) {
+            (_, ">") => return false,
+            ("*", _) => {}
+            (ours, theirs) if ours == theirs => {}
+            _ => return false,
+        }
+    }
+    subject.len() == pattern.len()
 }
 
 /// A NATS subject: dot-separated non-empty tokens without whitespace; `>`
@@ -472,6 +504,20 @@ impl DaemonConfig {
                 ));
             }
         }
+        if let InputSpec::Nats(input) = &self.input {
+            for sink in self.outputs.iter().chain(&self.dlq) {
+                if let SinkSpec::Nats(target) = sink
+                    && target.server == input.server
+                    && subject_covers(&input.subject, &target.subject)
+                {
+                    return Err(format!(
+                        "{target} is inside the input subject '{}': the daemon would read its \
+                         own records back as events; publish outside it",
+                        input.subject
+                    ));
+                }
+            }
+        }
         let nats = &self.nats;
         if nats.replay != ReplayStart::Resume && !matches!(self.input, InputSpec::Nats(_)) {
             return Err("--replay-from-* needs a nats:// --input".into());
@@ -514,5 +560,59 @@ fn bounded(flag: &str, value: usize, min: usize, max: usize) -> Result<(), Strin
         Err(format!(
             "{flag} must be between {min} and {max}, got {value}"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_urls() {
+        let parse = |url: &str| NatsTarget::parse(url).map(|t| (t.server, t.subject));
+        let ok = |server: &str, subject: &str| Ok((server.to_owned(), subject.to_owned()));
+        assert_eq!(parse("nats://h/events.>"), ok("h:4222", "events.>"));
+        assert_eq!(parse("nats://h:4223/a.*.c"), ok("h:4223", "a.*.c"));
+        assert_eq!(parse("nats://[fd00::1]/s"), ok("[fd00::1]:4222", "s"));
+        assert_eq!(parse("nats://[fd00::1]:4223/s"), ok("[fd00::1]:4223", "s"));
+        for bad in [
+            "nats://:4222/s",
+            "nats://h:0/s",
+            "nats://h:x/s",
+            "nats://[fd00::1/s",
+            "nats://h",
+            "nats://h/a..b",
+            "nats://h/a.>.b",
+            "nats://h/a b",
+            "nats://h/ab*",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let refused = parse("nats://alice:hunter2@h/s").unwrap_err();
+        assert!(
+            refused.contains("credentials in the URL are refused"),
+            "{refused}"
+        );
+        assert!(
+            !refused.contains("hunter2") && !refused.contains("alice"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn an_output_inside_the_input_subject_is_refused() {
+        let mut config = DaemonConfig::new("rules".into());
+        config.allow_plaintext = true;
+        config.input = "nats://h/events.>".parse().unwrap();
+        config.outputs = vec!["nats://h/events.detections".parse().unwrap()];
+        if cfg!(feature = "nats") {
+            let err = config.validate().unwrap_err();
+            assert!(err.contains("read its own records back"), "{err}");
+            config.outputs = vec!["nats://h/detections".parse().unwrap()];
+            config.dlq = Some("nats://h/events.dlq".parse().unwrap());
+            assert!(config.validate().is_err());
+            config.dlq = Some("nats://other/events.dlq".parse().unwrap());
+            assert_eq!(config.validate(), Ok(()));
+        }
     }
 }

@@ -427,7 +427,12 @@ async fn drain(
 ) {
     tracing::info!("shutting down: draining in-flight events");
     let deadline = tokio::time::Instant::now() + context.config.drain_timeout;
-    source.stop().await;
+    if tokio::time::timeout_at(deadline, source.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timed out while the source stopped");
+    }
     context.close_ingest();
     let joined = tokio::task::spawn_blocking(move || {
         for worker in pipeline.workers {
@@ -448,7 +453,14 @@ async fn drain(
     {
         tracing::warn!("drain timed out before every input was acknowledged");
     }
-    running.transports.flush().await;
+    // Flushing waits for a connection that may be down: the final state
+    // snapshot must not wait for it beyond the drain timeout.
+    if tokio::time::timeout_at(deadline, running.transports.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timed out flushing the NATS connections");
+    }
     running.stop_saving.cancel();
     if let Some(persistence) = &running.persistence {
         persistence.save(context).await;

@@ -90,10 +90,14 @@ impl Persistence {
     /// Snapshots the active correlations and writes them, with how far the
     /// source had been acknowledged.
     pub async fn save(&self, context: &DaemonContext) {
+        // The position is read before the snapshot: every event acknowledged
+        // by then was evaluated before its acknowledgement, so the snapshot
+        // holds its part of the state (the other order could record as done
+        // an event the snapshot missed).
+        let position = context.source_position();
         let snapshot = {
             let ruleset = context.ruleset.load();
             let correlations = ruleset.correlations.lock().expect("not poisoned");
-            let position = context.source_position();
             match correlations.as_ref() {
                 Some(engine) => engine.snapshot(),
                 // Without correlations there is no window to keep, but the
@@ -105,7 +109,6 @@ impl Persistence {
                 None => return,
             }
         };
-        let position = context.source_position();
         let store = Arc::clone(&self.store);
         let saved = tokio::task::spawn_blocking(move || {
             store

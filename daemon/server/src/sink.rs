@@ -87,7 +87,8 @@ pub struct DeadLetter {
     /// The input line (parse errors), cut at 64 KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<String>,
-    /// The output records that could not be delivered (delivery errors).
+    /// The output record that could not be delivered (delivery errors), as
+    /// an NDJSON line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub records: Option<String>,
     /// The sink that failed.
@@ -120,17 +121,33 @@ impl DeadLetter {
         }
     }
 
-    /// Records a sink failed to take.
-    pub fn delivery(sink: &SinkSpec, chunk: &OutputChunk, reason: impl ToString) -> DeadLetter {
-        DeadLetter {
-            time: Utc::now().to_rfc3339(),
-            kind: "delivery_error",
-            reason: reason.to_string(),
-            line: None,
-            records: Some(String::from_utf8_lossy(&chunk.bytes).into_owned()),
-            sink: Some(sink.to_string()),
-            receipts: chunk.receipts.clone(),
-        }
+    /// The records a sink failed to take, one letter per record: a letter
+    /// stays about the size of its record, which a message DLQ can carry
+    /// (a whole batch would exceed a broker's payload limit). Each letter
+    /// holds every receipt of the chunk, so one letter the DLQ cannot take
+    /// fails them all.
+    pub fn delivery(
+        sink: &SinkSpec,
+        chunk: &OutputChunk,
+        reason: impl ToString,
+    ) -> Vec<DeadLetter> {
+        let (time, reason, sink) = (
+            Utc::now().to_rfc3339(),
+            reason.to_string(),
+            sink.to_string(),
+        );
+        chunk
+            .each_record()
+            .map(|record| DeadLetter {
+                time: time.clone(),
+                kind: "delivery_error",
+                reason: reason.clone(),
+                line: None,
+                records: Some(format!("{}\n", String::from_utf8_lossy(record))),
+                sink: Some(sink.clone()),
+                receipts: chunk.receipts.clone(),
+            })
+            .collect()
     }
 
     /// The same letter, settling `receipt` too.
@@ -246,9 +263,10 @@ pub fn run_outputs(
         for sink in &mut sinks {
             if let Err(err) = sink.write(&batch) {
                 tracing::error!(sink = %sink.spec, error = %err, "sink write failed; records sent to the dead-letter queue");
-                let letter = DeadLetter::delivery(&sink.spec, &batch, err);
-                if let Err(unsent) = dead_letters.blocking_send(letter) {
-                    unsent.0.receipts.iter().for_each(Receipt::fail);
+                for letter in DeadLetter::delivery(&sink.spec, &batch, err) {
+                    if let Err(unsent) = dead_letters.blocking_send(letter) {
+                        unsent.0.receipts.iter().for_each(Receipt::fail);
+                    }
                 }
             }
         }

@@ -96,7 +96,10 @@ impl std::fmt::Debug for Receipt {
 
 impl Drop for Settlement {
     fn drop(&mut self) {
-        let outcome = if *self.failed.get_mut() {
+        // A receipt dropped while a thread unwinds (a panicking worker or
+        // sink, or a queue dropped with its items) stands for outputs that
+        // may not have been written.
+        let outcome = if *self.failed.get_mut() || std::thread::panicking() {
             Settled::Failed
         } else {
             Settled::Delivered

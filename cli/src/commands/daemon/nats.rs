@@ -11,7 +11,7 @@ use rsigma_daemon::config::{NatsAuth, NatsConfig, ReplayStart};
 /// `nats://` inputs and sinks. The authentication methods are mutually
 /// exclusive; secrets are best given through their environment variables
 /// or files (a flag's value is visible in the process list).
-#[derive(Debug, Args)]
+#[derive(Args)]
 #[command(next_help_heading = "NATS")]
 pub struct NatsArgs {
     /// NATS credentials file (.creds) for JWT + NKey authentication.
@@ -83,6 +83,29 @@ pub struct NatsArgs {
     /// Seconds JetStream waits for an acknowledgement before redelivering. [default: 30]
     #[arg(long, value_name = "SECONDS")]
     pub nats_ack_wait: Option<u64>,
+}
+
+/// Prints which secrets are set, never their values.
+impl std::fmt::Debug for NatsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |value: &Option<String>| value.as_ref().map(|_| "***");
+        f.debug_struct("NatsArgs")
+            .field("nats_creds", &self.nats_creds)
+            .field("nats_token", &set(&self.nats_token))
+            .field("nats_user", &self.nats_user)
+            .field("nats_password", &set(&self.nats_password))
+            .field("nats_nkey", &set(&self.nats_nkey))
+            .field("nats_tls_cert", &self.nats_tls_cert)
+            .field("nats_tls_key", &self.nats_tls_key)
+            .field("nats_tls_ca", &self.nats_tls_ca)
+            .field("nats_require_tls", &self.nats_require_tls)
+            .field("replay_from_sequence", &self.replay_from_sequence)
+            .field("replay_from_time", &self.replay_from_time)
+            .field("replay_from_latest", &self.replay_from_latest)
+            .field("consumer_group", &self.consumer_group)
+            .field("nats_ack_wait", &self.nats_ack_wait)
+            .finish()
+    }
 }
 
 impl NatsArgs {

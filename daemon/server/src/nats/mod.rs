@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
-use crate::config::{NatsAuth, NatsConfig, NatsTarget};
+use crate::config::{NatsAuth, NatsConfig, NatsTarget, subject_covers};
 use crate::context::DaemonContext;
 
 /// How long the first connection may take before startup fails.
@@ -333,28 +333,6 @@ pub async fn ensure_stream(
         }
         Err(err) => Err(format!("{target}: looking up its stream failed: {err}")),
     }
-}
-
-/// Whether every subject `subject` matches is matched by `pattern` (both
-/// may hold wildcards: `*` one token, `>` one or more trailing tokens).
-pub fn subject_covers(pattern: &str, subject: &str) -> bool {
-    let pattern: Vec<&str> = pattern.split('.').collect();
-    let subject: Vec<&str> = subject.split('.').collect();
-    for (index, token) in pattern.iter().enumerate() {
-        if *token == ">" {
-            return subject.len() > index;
-        }
-        let Some(theirs) = subject.get(index) else {
-            return false;
-        };
-        match (*token, *theirs) {
-            (_, ">") => return false,
-            ("*", _) => {}
-            (ours, theirs) if ours == theirs => {}
-            _ => return false,
-        }
-    }
-    subject.len() == pattern.len()
 }
 
 /// The name of a stream the daemon creates for `subject`:

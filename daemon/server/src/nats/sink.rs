@@ -20,7 +20,7 @@ use crate::sink::{OutputChunk, Sink, SinkWriter};
 const ATTEMPTS: u32 = 4;
 /// Pause before the second attempt; doubled before each next one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-/// How long a publish acknowledgement may take.
+/// How long the acknowledgements of one attempt may take.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Publishes records to one subject.
@@ -83,8 +83,10 @@ impl Publisher {
                     }
                 }
             }
+            // One deadline for the whole attempt, not one per record.
+            let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
             for (record, ack) in acks {
-                match tokio::time::timeout(ACK_TIMEOUT, ack.into_future()).await {
+                match tokio::time::timeout_at(deadline, ack.into_future()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(err)) => {
                         last_error = err.to_string();

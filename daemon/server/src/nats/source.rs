@@ -132,10 +132,26 @@ async fn ensure_consumer(
             tracing::warn!(consumer = %name, "replay: deleted the existing durable consumer to start it over");
         }
     }
-    let consumer = stream
+    let mut consumer = stream
         .get_or_create_consumer(&name, config)
         .await
         .map_err(|err| format!("{target}: creating the durable consumer {name} failed: {err}"))?;
+    // An existing consumer keeps its settings: one reading another subject
+    // would silently feed the daemon something else than it was told.
+    let existing = &consumer
+        .info()
+        .await
+        .map_err(|err| format!("{target}: reading the durable consumer {name} failed: {err}"))?
+        .config;
+    if existing.filter_subject != target.subject {
+        return Err(format!(
+            "{target}: the durable consumer {name} exists for the subject '{}'; use another              --consumer-group, or delete the consumer (nats consumer rm) to start it over",
+            existing.filter_subject
+        ));
+    }
+    if existing.ack_wait != nats.ack_wait {
+        tracing::warn!(consumer = %name, ack_wait = ?existing.ack_wait, "the existing durable consumer keeps its ack wait");
+    }
     tracing::info!(consumer = %name, subject = %target.subject, replay = ?nats.replay, "pulling from JetStream");
     Ok(consumer)
 }
@@ -161,11 +177,10 @@ async fn pull(
     stop: CancellationToken,
 ) {
     loop {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(PULL_BATCH)
-            .messages()
-            .await;
+        let messages = tokio::select! {
+            messages = consumer.stream().max_messages_per_batch(PULL_BATCH).messages() => messages,
+            _ = stop.cancelled() => return,
+        };
         let mut messages = match messages {
             Ok(messages) => messages,
             Err(err) => {
@@ -183,7 +198,7 @@ async fn pull(
             };
             match next {
                 Some(Ok(message)) => {
-                    if !hand_over(&context, &metrics, message, &settled).await {
+                    if !hand_over(&context, &metrics, message, &settled, &stop).await {
                         return;
                     }
                 }
@@ -201,12 +216,14 @@ async fn pull(
 }
 
 /// Turns one message into input lines (or a dead letter) carrying its
-/// receipt. Returns false once the daemon stops taking input.
+/// receipt. Returns false once the daemon stops taking input; a message
+/// not wholly handed over by then is handed back.
 async fn hand_over(
     context: &DaemonContext,
     metrics: &NatsMetrics,
     message: jetstream::Message,
     settled: &mpsc::UnboundedSender<Settlement>,
+    stop: &CancellationToken,
 ) -> bool {
     metrics.received.inc();
     let position = match message.info() {
@@ -247,7 +264,11 @@ async fn hand_over(
         match check_line(line, limit) {
             Ok(text) => {
                 let line = InputLine::with_receipt(text.to_owned(), receipt.clone());
-                if !submit(context, &ingest.lines, line).await {
+                let submitted = tokio::select! {
+                    submitted = submit(context, &ingest.lines, line) => submitted,
+                    _ = stop.cancelled() => false,
+                };
+                if !submitted {
                     receipt.fail();
                     return false;
                 }
