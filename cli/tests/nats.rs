@@ -494,3 +494,92 @@ fn a_durable_consumer_of_another_subject_is_refused_not_reused() {
         finished.stderr
     );
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// PEM files in `dir`: (ca, server cert, server key, client cert, client key).
+fn certificates(dir: &Path) -> [std::path::PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()]);
+    let (client_cert, client_key) = leaf(vec!["rsigma-client".into()]);
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server_cert),
+        ("server-key.pem", server_key),
+        ("client.pem", client_cert),
+        ("client-key.pem", client_key),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    })
+}
+
+#[test]
+fn tls_and_mutual_tls_to_nats() {
+    let dir = tempdir();
+    let [ca, server_cert, server_key, client_cert, client_key] = certificates(dir.path());
+    let tls = |verify: bool| {
+        format!(
+            "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: {verify} }}\n",
+            server_cert.display().to_string(),
+            server_key.display().to_string(),
+            ca.display().to_string()
+        )
+    };
+    let out = dir.path().join("out.ndjson");
+    let (ca, client_cert, client_key) = (
+        ca.to_str().unwrap(),
+        client_cert.to_str().unwrap(),
+        client_key.to_str().unwrap(),
+    );
+
+    // Server TLS: the daemon verifies the server with --nats-tls-ca.
+    let server = NatsServer::with_config(dir.path(), &tls(false));
+    let mut verified = daemon(dir.path(), &server.url("events.>"), &out)
+        .args(["--nats-tls-ca", ca, "--nats-require-tls"])
+        .start();
+    verified.stop();
+    let unverified = daemon(dir.path(), &server.url("events.>"), &out).run_to_exit();
+    assert_eq!(unverified.code, Some(3), "{}", unverified.stderr);
+    assert!(
+        unverified.stderr.contains("cannot connect to NATS"),
+        "{}",
+        unverified.stderr
+    );
+
+    // Mutual TLS: a client certificate is required.
+    let server = NatsServer::with_config(dir.path(), &tls(true));
+    let mut mutual = daemon(dir.path(), &server.url("events.>"), &out)
+        .args(["--nats-tls-ca", ca])
+        .args(["--nats-tls-cert", client_cert, "--nats-tls-key", client_key])
+        .start();
+    mutual.stop();
+    let anonymous = daemon(dir.path(), &server.url("events.>"), &out)
+        .args(["--nats-tls-ca", ca])
+        .run_to_exit();
+    assert_eq!(anonymous.code, Some(3), "{}", anonymous.stderr);
+
+    // --nats-require-tls refuses a plaintext server.
+    let plain = NatsServer::start();
+    let refused = daemon(dir.path(), &plain.url("events.>"), &out)
+        .arg("--nats-require-tls")
+        .run_to_exit();
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("cannot connect to NATS"),
+        "{}",
+        refused.stderr
+    );
+}
