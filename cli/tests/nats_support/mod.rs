@@ -205,6 +205,15 @@ impl Client {
         })
     }
 
+    /// How many messages the stream holding `subject` stores.
+    pub fn message_count(&self, subject: &str) -> u64 {
+        self.runtime.block_on(async {
+            let name = self.js.stream_by_subject(subject).await.expect("a stream");
+            let mut stream = self.js.get_stream(&name).await.expect("the stream");
+            stream.info().await.expect("stream info").state.messages
+        })
+    }
+
     /// (ack pending, not yet delivered) of a durable consumer.
     pub fn consumer_backlog(&self, stream: &str, consumer: &str) -> (usize, u64) {
         self.runtime.block_on(async {
