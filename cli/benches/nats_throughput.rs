@@ -96,7 +96,14 @@ fn through_nats(rules: &PathBuf, payloads: &[Vec<u8>], daemons: usize) -> f64 {
         .map(|_| {
             start_daemon(
                 rules,
-                &["--input", &input, "--output", &output, "--consumer-group", "bench"],
+                &[
+                    "--input",
+                    &input,
+                    "--output",
+                    &output,
+                    "--consumer-group",
+                    "bench",
+                ],
             )
             .0
         })
@@ -142,7 +149,10 @@ fn through_http(rules: &PathBuf, lines: &[String]) -> f64 {
         if status["events_processed"].as_u64() >= Some(lines.len() as u64) {
             break;
         }
-        assert!(Instant::now() < deadline, "the HTTP events were not processed");
+        assert!(
+            Instant::now() < deadline,
+            "the HTTP events were not processed"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let elapsed = started.elapsed();
@@ -164,7 +174,10 @@ fn main() {
         .map(|e| e.to_string())
         .collect();
     let payloads: Vec<Vec<u8>> = lines.iter().map(|l| l.clone().into_bytes()).collect();
-    println!("JetStream in, JetStream out ({} rules dir):", rules.display());
+    println!(
+        "JetStream in, JetStream out ({} rules dir):",
+        rules.display()
+    );
     let one = through_nats(&rules, &payloads, 1);
     let two = through_nats(&rules, &payloads, 2);
     let http = through_http(&rules, &lines);

@@ -583,3 +583,127 @@ fn tls_and_mutual_tls_to_nats() {
         refused.stderr
     );
 }
+
+/// A JWT signed by `issuer`, as nats-server's operator mode reads them.
+fn jwt(claims: Value, issuer: &nkeys::KeyPair) -> String {
+    use base64::Engine;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = encode(claims.to_string().as_bytes());
+    let signing_input = format!("{header}.{body}");
+    let signature = issuer.sign(signing_input.as_bytes()).unwrap();
+    format!("{signing_input}.{}", encode(&signature))
+}
+
+#[test]
+fn jwt_credentials_file_authentication() {
+    let (operator, account, user) = (
+        nkeys::KeyPair::new_operator(),
+        nkeys::KeyPair::new_account(),
+        nkeys::KeyPair::new_user(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |issuer: &nkeys::KeyPair, subject: &nkeys::KeyPair, name: &str, nats: Value| {
+        json!({"jti": format!("{name}{now}"), "iat": now, "iss": issuer.public_key(),
+               "name": name, "sub": subject.public_key(), "nats": nats})
+    };
+    let unlimited = json!({"subs": -1, "data": -1, "payload": -1, "imports": -1,
+        "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1});
+    let operator_jwt = jwt(
+        claims(
+            &operator,
+            &operator,
+            "op",
+            json!({"type": "operator", "version": 2}),
+        ),
+        &operator,
+    );
+    let account_jwt = jwt(
+        claims(
+            &operator,
+            &account,
+            "soc",
+            json!({"type": "account", "version": 2, "limits": unlimited}),
+        ),
+        &operator,
+    );
+    // JetStream in operator mode needs a system account.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = jwt(
+        claims(
+            &operator,
+            &system,
+            "SYS",
+            json!({"type": "account", "version": 2}),
+        ),
+        &operator,
+    );
+    let user_jwt = jwt(
+        claims(
+            &account,
+            &user,
+            "rsigma",
+            json!({"type": "user", "version": 2,
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+        ),
+        &account,
+    );
+    let dir = tempdir();
+    let server = NatsServer::with_config(
+        dir.path(),
+        &format!(
+            "operator: {operator_jwt}\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {acc}: {account_jwt}\n  {sys}: {system_jwt}\n}}\n",
+            acc = account.public_key(),
+            sys = system.public_key(),
+        ),
+    );
+    let creds = dir.path().join("rsigma.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out.ndjson");
+    let mut accepted = daemon(dir.path(), &server.url("events.>"), &out)
+        .env("NATS_CREDS", &creds)
+        .start();
+    accepted.stop();
+    // A user the account did not sign is refused.
+    let stranger = nkeys::KeyPair::new_account();
+    let forged = jwt(
+        claims(
+            &stranger,
+            &user,
+            "rsigma",
+            json!({"type": "user", "version": 2}),
+        ),
+        &stranger,
+    );
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{forged}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let refused = daemon(dir.path(), &server.url("events.>"), &out)
+        .env("NATS_CREDS", &creds)
+        .run_to_exit();
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("(credentials file)"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -74,9 +74,10 @@ impl NatsServer {
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
+        let log = self.store.path().join("nats-server.log");
         let child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the server's log file"))
             .spawn()
             .unwrap_or_else(|err| {
                 panic!(
@@ -88,7 +89,11 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
