@@ -15,7 +15,6 @@
 //! Everything goes over loopback; request loops are bounded.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rsigma_engine::{Engine, load_rules};
 use serde_json::Value;
+
+#[path = "support/corpus.rs"]
+mod corpus;
 
 #[path = "../../daemon/engine/benches/support/windows_events.rs"]
 #[allow(dead_code)]
@@ -46,16 +48,6 @@ fn now_ns() -> u128 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos()
-}
-
-fn rules_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("RSIGMA_SIGMAHQ_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sigmahq")
-        });
-    let dir = root.join("rules/windows");
-    dir.is_dir().then_some(dir)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -98,7 +90,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let Some(rules) = rules_dir() else {
+    let Some(rules) = corpus::windows_rules_dir() else {
         eprintln!("daemon_load: SigmaHQ rules not found (set RSIGMA_SIGMAHQ_DIR); skipping");
         return;
     };

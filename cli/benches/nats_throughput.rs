@@ -21,6 +21,9 @@
 #[path = "../tests/nats_support/mod.rs"]
 mod nats_support;
 
+#[path = "support/corpus.rs"]
+mod corpus;
+
 #[path = "../../daemon/engine/benches/support/windows_events.rs"]
 #[allow(dead_code)]
 mod windows_events;
@@ -32,16 +35,6 @@ use std::time::{Duration, Instant};
 use nats_support::NatsServer;
 
 const EVENTS: usize = 200_000;
-
-fn rules_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("RSIGMA_SIGMAHQ_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sigmahq")
-        });
-    let dir = root.join("rules/windows");
-    dir.is_dir().then_some(dir)
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -165,7 +158,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let Some(rules) = rules_dir() else {
+    let Some(rules) = corpus::windows_rules_dir() else {
         eprintln!("nats_throughput: SigmaHQ rules not found (set RSIGMA_SIGMAHQ_DIR); skipping");
         return;
     };

@@ -595,6 +595,16 @@ fn jwt(claims: Value, issuer: &nkeys::KeyPair) -> String {
     format!("{signing_input}.{}", encode(&signature))
 }
 
+/// A `.creds` file: the user's JWT and NKey seed.
+fn write_creds(path: &Path, user_jwt: &str, user: &nkeys::KeyPair) {
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().unwrap()
+    );
+    std::fs::write(path, creds).unwrap();
+}
+
 #[test]
 fn jwt_credentials_file_authentication() {
     let (operator, account, user) = (
@@ -663,15 +673,7 @@ fn jwt_credentials_file_authentication() {
         ),
     );
     let creds = dir.path().join("rsigma.creds");
-    std::fs::write(
-        &creds,
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
-             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
-            user.seed().unwrap()
-        ),
-    )
-    .unwrap();
+    write_creds(&creds, &user_jwt, &user);
     let out = dir.path().join("out.ndjson");
     let mut accepted = daemon(dir.path(), &server.url("events.>"), &out)
         .env("NATS_CREDS", &creds)
@@ -688,15 +690,7 @@ fn jwt_credentials_file_authentication() {
         ),
         &stranger,
     );
-    std::fs::write(
-        &creds,
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{forged}\n------END NATS USER JWT------\n\n\
-             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
-            user.seed().unwrap()
-        ),
-    )
-    .unwrap();
+    write_creds(&creds, &forged, &user);
     let refused = daemon(dir.path(), &server.url("events.>"), &out)
         .env("NATS_CREDS", &creds)
         .run_to_exit();
