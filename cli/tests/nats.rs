@@ -54,13 +54,31 @@ fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// Waits until the detections in `out` cover `expected`; returns them all.
+/// Waits (up to 60 s: redeliveries wait for `--nats-ack-wait`, and the
+/// tests of this file run side by side) until the detections in `out` cover
+/// `expected`; returns them all.
 fn wait_covered(daemon: &mut Daemon, out: &Path, expected: &BTreeSet<u64>) -> Vec<Value> {
-    daemon.wait_for("every expected detection", |_| {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
         let records = read_ndjson(out);
         let seen: BTreeSet<u64> = seqs(&records).into_iter().collect();
-        expected.is_subset(&seen).then_some(records)
-    })
+        if expected.is_subset(&seen) {
+            return records;
+        }
+        assert!(
+            !daemon.has_exited(),
+            "the daemon exited before every expected detection\n{}",
+            daemon.logs()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} expected detections after 60 s\n{}",
+            expected.intersection(&seen).count(),
+            expected.len(),
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 const CONSUMER: &str = "rsigma_events_all";
@@ -238,7 +256,13 @@ fn two_daemons_in_one_consumer_group_split_the_stream() {
     let mut b = group(&out_b).start();
     let (payloads, expected) = events(8_000);
     client.publish_all("events.windows", &payloads);
-    a.wait_for("every detection across the group", |_| {
+    eventually("every detection across the group", || {
+        assert!(
+            !a.has_exited() && !b.has_exited(),
+            "{}{}",
+            a.logs(),
+            b.logs()
+        );
         let seen: BTreeSet<u64> = seqs(&read_ndjson(&out_a))
             .into_iter()
             .chain(seqs(&read_ndjson(&out_b)))
