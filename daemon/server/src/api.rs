@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::context::{DaemonContext, ReloadRecord, ReloadTrigger};
 use crate::ruleset::RuleCounts;
-use crate::source::{InputLine, check_line, submit};
+use crate::source::{InputLine, check_line, payload_lines, submit};
 use crate::tap::{Stage, TapError, TapRequest, TapStream, parse_redact_fields};
 
 /// Largest accepted `POST /api/v1/events` body.
@@ -207,11 +207,7 @@ async fn events(State(context): State<Arc<DaemonContext>>, body: Bytes) -> Respo
     let limit = context.config.max_line_bytes;
     let (mut accepted, mut rejected) = (0_u64, 0_u64);
     let mut errors = Vec::new();
-    for (number, line) in body.split(|byte| *byte == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
+    for (number, line) in payload_lines(&body) {
         match check_line(line, limit) {
             Ok(text) => {
                 if !submit(&context, &sender.lines, InputLine::new(text.to_owned())).await {
@@ -223,7 +219,7 @@ async fn events(State(context): State<Arc<DaemonContext>>, body: Bytes) -> Respo
                 rejected += 1;
                 context.metrics.parse_errors.inc();
                 if errors.len() < MAX_REPORTED_LINE_ERRORS {
-                    errors.push(json!({"line": number + 1, "reason": letter.reason}));
+                    errors.push(json!({"line": number, "reason": letter.reason}));
                 }
                 let _ = sender.rejected.send(*letter).await;
             }

@@ -176,7 +176,7 @@ impl Worker {
                 metrics.parse_errors.inc();
                 let letter = DeadLetter::parse(&line.text, err).with_receipt(line.receipt.take());
                 if let Err(unsent) = self.dead_letters.blocking_send(letter) {
-                    unsent.0.receipts.iter().for_each(Receipt::fail);
+                    unsent.0.fail();
                 }
                 continue;
             }

@@ -156,6 +156,11 @@ impl DeadLetter {
         self
     }
 
+    /// Marks the inputs behind the letter undelivered (see [`Receipt::fail`]).
+    pub fn fail(&self) {
+        self.receipts.iter().for_each(Receipt::fail);
+    }
+
     /// Whether the input behind the letter may be settled when no DLQ is
     /// configured: an undecodable line never decodes, so it is discarded
     /// (the documented behaviour without `--dlq`); undelivered records are
@@ -265,7 +270,7 @@ pub fn run_outputs(
                 tracing::error!(sink = %sink.spec, error = %err, "sink write failed; records sent to the dead-letter queue");
                 for letter in DeadLetter::delivery(&sink.spec, &batch, err) {
                     if let Err(unsent) = dead_letters.blocking_send(letter) {
-                        unsent.0.receipts.iter().for_each(Receipt::fail);
+                        unsent.0.fail();
                     }
                 }
             }
@@ -294,7 +299,7 @@ pub fn run_dead_letters(
                     Ok(()) => context.metrics.dlq_events.inc(),
                     Err(err) => {
                         context.metrics.dlq_write_errors.inc();
-                        letter.receipts.iter().for_each(Receipt::fail);
+                        letter.fail();
                         tracing::error!(
                             sink = %sink.spec,
                             error = %err,
@@ -305,7 +310,7 @@ pub fn run_dead_letters(
             }
             None => {
                 if !letter.discardable() {
-                    letter.receipts.iter().for_each(Receipt::fail);
+                    letter.fail();
                 }
                 tracing::warn!(
                     kind = letter.kind,

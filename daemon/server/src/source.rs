@@ -211,6 +211,16 @@ pub fn stdin(context: Arc<DaemonContext>, ended: tokio::sync::oneshot::Sender<()
         .expect("spawning the stdin thread");
 }
 
+/// The lines of a body or message payload with their 1-based numbers: split
+/// at `\n`, a trailing `\r` removed, blank lines left out.
+pub fn payload_lines(payload: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    payload
+        .split(|byte| *byte == b'\n')
+        .enumerate()
+        .map(|(index, line)| (index + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| !line.trim_ascii().is_empty())
+}
+
 /// The line as text, or the dead letter it becomes: over `limit` bytes, or
 /// not UTF-8 (kept with its invalid bytes escaped).
 pub fn check_line(bytes: &[u8], limit: usize) -> Result<&str, Box<DeadLetter>> {

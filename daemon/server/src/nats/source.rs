@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{NatsTarget, ReplayStart};
 use crate::context::DaemonContext;
 use crate::nats::{Clients, NatsMetrics, ensure_stream, name_part};
-use crate::source::{InputLine, Receipt, Settled, check_line, submit};
+use crate::source::{InputLine, Receipt, Settled, check_line, payload_lines, submit};
 
 /// Most messages one pull request asks for.
 const PULL_BATCH: usize = 256;
@@ -256,11 +256,7 @@ async fn hand_over(
         return false;
     };
     let limit = context.config.max_line_bytes;
-    for line in message.payload.split(|byte| *byte == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
+    for (_, line) in payload_lines(&message.payload) {
         match check_line(line, limit) {
             Ok(text) => {
                 let line = InputLine::with_receipt(text.to_owned(), receipt.clone());
@@ -277,7 +273,7 @@ async fn hand_over(
                 context.metrics.parse_errors.inc();
                 let letter = (*letter).with_receipt(Some(receipt.clone()));
                 if let Err(unsent) = ingest.rejected.send(letter).await {
-                    unsent.0.receipts.iter().for_each(Receipt::fail);
+                    unsent.0.fail();
                     return false;
                 }
             }
