@@ -232,6 +232,33 @@ pub struct DaemonSection {
     /// Logsource routing, prefilter strategy and placeholders.
     #[serde(deserialize_with = "null_as_default")]
     pub engine: EngineSection,
+    /// NATS connection settings other than inline secrets.
+    #[serde(deserialize_with = "null_as_default")]
+    pub nats: NatsSection,
+}
+
+/// `daemon.nats`: the NATS settings a file may hold. Tokens, passwords
+/// and NKey seeds are not among them: config files are often readable by
+/// more than the daemon (a ConfigMap); those come from the environment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSection {
+    /// Credentials file (.creds) for JWT + NKey authentication (`--nats-creds`),
+    /// used when no other method is given by flag or environment.
+    pub creds: Option<PathBuf>,
+    /// TLS client certificate for mutual TLS (`--nats-tls-cert`); needs `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS client private key (`--nats-tls-key`); needs `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle verifying the server (`--nats-tls-ca`). Default: the system's roots.
+    pub tls_ca: Option<PathBuf>,
+    /// Refuse servers that do not negotiate TLS (`--nats-require-tls`). Default `false`.
+    pub require_tls: Option<bool>,
+    /// Durable consumer shared by daemons (`--consumer-group`). Default: derived from the subject.
+    pub consumer_group: Option<String>,
+    /// How long JetStream waits for an acknowledgement (`--nats-ack-wait`). Default 30 s.
+    #[serde(deserialize_with = "opt_duration")]
+    pub ack_wait: Option<Duration>,
 }
 
 /// `daemon.engine`: the counterparts of the engine flags.
@@ -468,6 +495,10 @@ impl DaemonSection {
             &mut self.tls.key,
             &mut self.tls.client_ca,
             &mut self.state.db,
+            &mut self.nats.creds,
+            &mut self.nats.tls_cert,
+            &mut self.nats.tls_key,
+            &mut self.nats.tls_ca,
         ];
         for path in paths.into_iter().flatten() {
             if path.is_relative() {
@@ -706,6 +737,17 @@ daemon:
             d.state.db.as_deref(),
             Some(Path::new("conf/state/db.sqlite"))
         );
+        let nats_text = "daemon:\n  nats: {creds: nats.creds, tls_cert: c.pem, tls_key: /k.pem, tls_ca: ca.pem, consumer_group: g, ack_wait: 5s}\n";
+        let nats = parse(nats_text).unwrap().daemon.nats;
+        assert_eq!(nats.creds.as_deref(), Some(Path::new("conf/nats.creds")));
+        assert_eq!(nats.tls_cert.as_deref(), Some(Path::new("conf/c.pem")));
+        assert_eq!(nats.tls_key.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(nats.tls_ca.as_deref(), Some(Path::new("conf/ca.pem")));
+        assert_eq!(nats.ack_wait, Some(Duration::from_secs(5)));
+        // Inline secrets are not config-file settings.
+        let err = parse("daemon:\n  nats: {token: s3cret}\n").unwrap_err();
+        assert!(err.contains("unknown field `token`"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
         // Pipelines may be names, so they are left alone.
         assert_eq!(d.pipelines, ["p.yml"]);
 

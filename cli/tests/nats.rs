@@ -595,6 +595,34 @@ fn tls_and_mutual_tls_to_nats() {
         .run_to_exit();
     assert_eq!(anonymous.code, Some(3), "{}", anonymous.stderr);
 
+    // The same from the config file, its paths relative to the file; a
+    // certificate without its key is a configuration error.
+    let conf = dir.path().join("rsigma.yaml");
+    std::fs::write(
+        &conf,
+        "daemon:\n  nats:\n    tls_ca: ca.pem\n    tls_cert: client.pem\n    tls_key: client-key.pem\n    require_tls: true\n",
+    )
+    .unwrap();
+    let mut from_file = daemon(dir.path(), &server.url("events.>"), &out)
+        .arg("-c")
+        .arg(&conf)
+        .start();
+    from_file.stop();
+    let half = dir.path().join("half.yaml");
+    std::fs::write(&half, "daemon:\n  nats:\n    tls_cert: client.pem\n").unwrap();
+    let half_pair = daemon(dir.path(), &server.url("events.>"), &out)
+        .arg("-c")
+        .arg(&half)
+        .run_to_exit();
+    assert_eq!(half_pair.code, Some(3), "{}", half_pair.stderr);
+    assert!(
+        half_pair
+            .stderr
+            .contains("daemon.nats.tls_cert and daemon.nats.tls_key must be set together"),
+        "{}",
+        half_pair.stderr
+    );
+
     // --nats-require-tls refuses a plaintext server.
     let plain = NatsServer::start();
     let refused = daemon(dir.path(), &plain.url("events.>"), &out)
@@ -605,6 +633,54 @@ fn tls_and_mutual_tls_to_nats() {
         refused.stderr.contains("cannot connect to NATS"),
         "{}",
         refused.stderr
+    );
+}
+
+#[test]
+fn consumer_group_and_ack_wait_from_the_config_file_and_flags_over_it() {
+    let dir = tempdir();
+    let server = NatsServer::start();
+    let out = dir.path().join("out.ndjson");
+    let conf = dir.path().join("rsigma.yaml");
+    std::fs::write(
+        &conf,
+        "daemon:\n  nats:\n    consumer_group: from-file\n    ack_wait: 7s\n",
+    )
+    .unwrap();
+    let client = server.client();
+    client.create_stream("EVENTS", &["events.>"]);
+
+    let mut from_file = daemon(dir.path(), &server.url("events.>"), &out)
+        .arg("-c")
+        .arg(&conf)
+        .start();
+    from_file.stop();
+    assert_eq!(
+        client.consumer_ack_wait("EVENTS", "from-file"),
+        Some(Duration::from_secs(7))
+    );
+
+    let mut from_flags = daemon(dir.path(), &server.url("events.>"), &out)
+        .arg("-c")
+        .arg(&conf)
+        .args(["--consumer-group", "from-flag", "--nats-ack-wait", "9"])
+        .start();
+    from_flags.stop();
+    assert_eq!(
+        client.consumer_ack_wait("EVENTS", "from-flag"),
+        Some(Duration::from_secs(9))
+    );
+
+    std::fs::write(&conf, "daemon:\n  nats:\n    ack_wait: 500ms\n").unwrap();
+    let too_short = daemon(dir.path(), &server.url("events.>"), &out)
+        .arg("-c")
+        .arg(&conf)
+        .run_to_exit();
+    assert_eq!(too_short.code, Some(3), "{}", too_short.stderr);
+    assert!(
+        too_short.stderr.contains("daemon.nats.ack_wait"),
+        "{}",
+        too_short.stderr
     );
 }
 

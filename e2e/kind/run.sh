@@ -60,6 +60,9 @@ RSIGMA=${CARGO_TARGET_DIR:-$ROOT/target}/release/rsigma
 OPERATOR_IMAGE=rsigma-operator:e2e
 DAEMON_IMAGE=rsigma:e2e
 IMAGE_PULL_POLICY=Never
+# The NATS step pulls the official NATS image.
+NATS_IMAGE=${NATS_IMAGE:-docker.io/library/nats:2.10-alpine}
+NATS_PULL_POLICY=IfNotPresent
 # shellcheck source=../scenario/steps.sh
 source "$ROOT/e2e/scenario/steps.sh"
 run_scenario "$@"

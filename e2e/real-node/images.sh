@@ -2,8 +2,9 @@
 # images.sh DIR [TAG]: makes the container images of the daemon (`rsigma`)
 # and the operator (`rsigma-operator`) from the release binaries in
 # target/release (build them first: cargo build --release -p rsigma-cli -p
-# rsigma-operator) and imports them into the containerd of the real node
-# started by start.sh DIR.
+# rsigma-operator), and of a NATS server (`nats`, for the scenario's NATS
+# step) from the host's nats-server (Debian package nats-server), and
+# imports them into the containerd of the real node started by start.sh DIR.
 #
 # Each image is one layer: the stripped binary, the shared libraries `ldd`
 # lists (with the dynamic loader) at their paths, /etc/passwd and /etc/group
@@ -25,13 +26,15 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rsigma-images.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-# image NAME BINARY: builds and imports rsigma.local/NAME:TAG.
+# image NAME BINARY: builds and imports rsigma.local/NAME:TAG running BINARY
+# (a path) as /usr/local/bin/BASENAME.
 image() {
-    local name=$1 bin=$TARGET/$2 rootfs=$WORK/$1 lib
+    local name=$1 bin=$2 exe rootfs=$WORK/$1 lib
+    exe=$(basename "$bin")
     [[ -x $bin ]] || { log "missing $bin: cargo build --release first"; exit 3; }
     mkdir -p "$rootfs"/{usr/local/bin,etc,tmp}
     chmod 1777 "$rootfs/tmp"
-    strip --strip-all -o "$rootfs/usr/local/bin/$2" "$bin"
+    strip --strip-all -o "$rootfs/usr/local/bin/$exe" "$bin"
     # Every resolved library, plus the loader (the line without "=>").
     for lib in $(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
         mkdir -p "$rootfs$(dirname "$lib")"
@@ -40,10 +43,13 @@ image() {
     printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$rootfs/etc/passwd"
     printf 'root:x:0:\nnonroot:x:65532:\n' >"$rootfs/etc/group"
     "$HERE/mkimage.sh" "rsigma.local/$name:$TAG" "$rootfs" "$WORK/$name.tar" \
-        --entrypoint "[\"/usr/local/bin/$2\"]" --user 65532:65532 >&2
+        --entrypoint "[\"/usr/local/bin/$exe\"]" --user 65532:65532 >&2
     "$DIR/in" ctr -n k8s.io image import "$WORK/$name.tar" >&2
-    echo "rsigma.local/$name:$TAG binary $(du -h --apparent-size "$rootfs/usr/local/bin/$2" | cut -f1) (unstripped $(du -h --apparent-size "$bin" | cut -f1)) image $(du -h --apparent-size "$WORK/$name.tar" | cut -f1)"
+    echo "rsigma.local/$name:$TAG binary $(du -h --apparent-size "$rootfs/usr/local/bin/$exe" | cut -f1) (unstripped $(du -h --apparent-size "$bin" | cut -f1)) image $(du -h --apparent-size "$WORK/$name.tar" | cut -f1)"
 }
 
-image rsigma rsigma
-image rsigma-operator rsigma-operator
+image rsigma "$TARGET/rsigma"
+image rsigma-operator "$TARGET/rsigma-operator"
+NATS_SERVER=$(command -v nats-server || true)
+[[ -n $NATS_SERVER ]] || { log "no nats-server on this host (apt-get install nats-server)"; exit 3; }
+image nats "$NATS_SERVER"

@@ -98,6 +98,8 @@ RSIGMA=${CARGO_TARGET_DIR:-$ROOT/target}/release/rsigma
 OPERATOR_IMAGE=rsigma.local/rsigma-operator:e2e
 DAEMON_IMAGE=rsigma.local/rsigma:e2e
 IMAGE_PULL_POLICY=Never
+NATS_IMAGE=rsigma.local/nats:e2e
+NATS_PULL_POLICY=Never
 # shellcheck source=../scenario/steps.sh
 source "$ROOT/e2e/scenario/steps.sh"
 run_scenario "$@"

@@ -9,6 +9,7 @@
 #   RSIGMA              the rsigma CLI binary
 #   OPERATOR_IMAGE, DAEMON_IMAGE   repository:tag of the two images
 #   IMAGE_PULL_POLICY   Never for locally loaded images
+#   NATS_IMAGE, NATS_PULL_POLICY   a nats-server image for the NATS step
 #   SIGMAHQ_DIR         a SigmaHQ checkout (the directory holding rules/)
 #   WORK                a scratch directory
 #   HELM_EXTRA_ARGS     (optional) more `helm install` arguments
@@ -30,7 +31,7 @@ MARKER_RULE=6b0c1a52-7d2e-4c1f-9a3b-e2e000000001
 # The steps, in order.
 STEPS=(install_operator deploy_engine detect_through_service change_rule
     broken_rule_keeps_serving tap_and_replay status_and_reload_through_k8s
-    debug_role_is_enough tap_disabled_is_refused delete_engine)
+    debug_role_is_enough tap_disabled_is_refused detect_over_nats delete_engine)
 
 on_step() { :; }
 
@@ -133,11 +134,12 @@ detected() {
     detections | grep -F "\"rule_id\":\"$1\"" | grep -F "$2" >/dev/null
 }
 
-# port_forward TARGET VAR: `kubectl port-forward TARGET :9090` in the
-# background; sets VAR to the local port and PF_PID to the process.
+# port_forward TARGET VAR [PORT]: `kubectl port-forward TARGET :PORT` (the
+# API's 9090 unless named) in the background; sets VAR to the local port
+# and PF_PID to the process.
 port_forward() {
     local pf_log=$WORK/pf.$RANDOM.log pf_port=
-    k -n "$NS" port-forward "$1" :9090 >"$pf_log" 2>&1 &
+    k -n "$NS" port-forward "$1" ":${3:-9090}" >"$pf_log" 2>&1 &
     PF_PID=$!
     for _ in $(seq 1 100); do
         pf_port=$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$pf_log" | head -n 1)
@@ -175,6 +177,43 @@ send_events() {
 event() {
     printf '{"Channel":"Microsoft-Windows-Sysmon/Operational","EventID":1,"Computer":"ws-17.corp.example","User":"CORP\\\\alice","Image":"%s","OriginalFileName":"%s","CommandLine":"%s","ParentImage":"C:\\\\Windows\\\\explorer.exe"}\n' \
         "$2" "${2##*\\\\}" "$1"
+}
+
+# nats_connect PORT VAR: opens a NATS client connection to 127.0.0.1:PORT in
+# the text protocol of docs.nats.io ("Client Protocol": INFO, CONNECT,
+# PING/PONG), presenting NATS_TOKEN; sets VAR to its file descriptor.
+nats_connect() {
+    local fd line
+    exec {fd}<>"/dev/tcp/127.0.0.1/$1" || { fail "no connection to the NATS port-forward"; return 1; }
+    IFS= read -r -t 10 line <&"$fd" || { fail "no INFO from the NATS server"; return 1; }
+    [[ $line == INFO* ]] || { fail "the NATS server said: $line"; return 1; }
+    printf 'CONNECT {"verbose":false,"pedantic":false,"auth_token":"%s","name":"rsigma-scenario"}\r\nPING\r\n' \
+        "$NATS_TOKEN" >&"$fd"
+    nats_pong "$fd" || return 1
+    printf -v "$2" '%s' "$fd"
+}
+
+# nats_pong FD: reads the connection until the server's PONG.
+nats_pong() {
+    local line
+    while IFS= read -r -t 10 line <&"$1"; do
+        case ${line%$'\r'} in
+        PONG) return 0 ;;
+        -ERR*) fail "the NATS server said: $line"; return 1 ;;
+        esac
+    done
+    fail "no PONG from the NATS server"
+}
+
+# nats_publish FD SUBJECT FILE: one message per line of FILE, then a
+# PING/PONG: the server has taken every message before it answers.
+nats_publish() {
+    local LC_ALL=C line
+    while IFS= read -r line; do
+        printf 'PUB %s %d\r\n%s\r\n' "$2" "${#line}" "$line" >&"$1"
+    done <"$3"
+    printf 'PING\r\n' >&"$1"
+    nats_pong "$1"
 }
 
 # ---------------------------------------------------------------------------
@@ -394,6 +433,68 @@ tap_disabled_is_refused() {
     grep -q 'the tap is disabled on DetectionEngine' "$WORK/refused.err" ||
         fail "the error does not say that the tap is disabled"
     [[ ! -e $WORK/refused.ndjson ]] || fail "a refused tap created the fixture"
+}
+
+# Every certutil event of the NATS batch (n1.b64 ... n10.b64) was reported
+# by an engine pod (stdout) and published to the NATS subject detections.
+nats_batch_detected() {
+    local i
+    for i in $(seq 1 10); do
+        detected "$CERTUTIL_DECODE_RULE" "n$i.b64" || return 1
+        grep -F "\"rule_id\":\"$CERTUTIL_DECODE_RULE\"" "$WORK/nats-detections" |
+            grep -F "n$i.b64" >/dev/null || return 1
+    done
+}
+
+detect_over_nats() {
+    # The helpers below act on the NATS engine.
+    local ENGINE=edge NATS_TOKEN host port pub sub reader i
+    NATS_TOKEN=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+    k -n "$NS" create secret generic nats-server --from-literal=nats.conf="port: 4222
+jetstream { store_dir: /data }
+authorization { token: \"$NATS_TOKEN\" }"
+    k -n "$NS" create secret generic nats-auth --from-literal=token="$NATS_TOKEN"
+    sed -e "s|@NATS_IMAGE@|$NATS_IMAGE|" -e "s|@NATS_PULL_POLICY@|$NATS_PULL_POLICY|" \
+        "$MANIFESTS/nats-server.yaml" | k apply -f -
+    k -n "$NS" rollout status deployment/nats --timeout=120s
+    host=$(jsonpath service/nats .spec.clusterIP)
+    sed -e "s|@NATS_HOST@|$host|" "$MANIFESTS/engine-nats.yaml" | k apply -f -
+    eventually 180 "NATS engine Ready and RulesInSync" engine_settled
+    eventually 60 "every NATS engine pod reports the rules hash" pods_report_desired_hash
+    [[ $(engine_pods | wc -l) == 2 ]] || fail "the NATS engine does not have 2 pods"
+    # One consumer group for both pods; the token only as a Secret reference.
+    k -n "$NS" get deployment "$ENGINE" -o json >"$WORK/edge-deployment.json"
+    grep -F '"--consumer-group"' -A1 "$WORK/edge-deployment.json" | grep -F '"rsigma-detection-edge"' >/dev/null ||
+        fail "the NATS engine's pods do not share the consumer group rsigma-detection-edge"
+    if grep -F -- "$NATS_TOKEN" "$WORK/edge-deployment.json" >/dev/null; then
+        fail "the NATS token appears in the engine's Deployment"
+    fi
+
+    port_forward svc/nats port 4222
+    nats_connect "$port" sub
+    printf 'SUB detections 1\r\nPING\r\n' >&"$sub"
+    nats_pong "$sub"
+    cat <&"$sub" >"$WORK/nats-detections" &
+    reader=$!
+    : >"$WORK/nats.ndjson"
+    for i in $(seq 1 10); do
+        event "certutil -decode n$i.b64 n$i.exe nats-batch" 'C:\\Windows\\System32\\certutil.exe' >>"$WORK/nats.ndjson"
+        event "notepad.exe n$i.txt nats-batch" 'C:\\Windows\\System32\\notepad.exe' >>"$WORK/nats.ndjson"
+    done
+    nats_connect "$port" pub
+    nats_publish "$pub" events.windows.sysmon "$WORK/nats.ndjson"
+    echo "scenario: published $(wc -l <"$WORK/nats.ndjson") events to events.windows.sysmon"
+    eventually 60 "every certutil event detected, on stdout and on NATS" nats_batch_detected
+    if detections | grep -F 'notepad.exe n' >/dev/null; then
+        fail "a benign notepad event of the NATS batch was detected"
+    fi
+    exec {pub}>&- {sub}>&-
+    kill "$reader" "$PF_PID" 2>/dev/null || true
+    wait "$reader" "$PF_PID" 2>/dev/null || true
+
+    k -n "$NS" delete detectionengine "$ENGINE" --wait=true --timeout=60s
+    eventually 120 "the NATS engine's objects are garbage-collected" engine_objects_gone
+    k -n "$NS" delete deployment/nats service/nats secret/nats-server secret/nats-auth
 }
 
 delete_engine() {

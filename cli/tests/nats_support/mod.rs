@@ -228,6 +228,15 @@ impl Client {
         })
     }
 
+    /// The ack wait of a durable consumer, or None when it does not exist.
+    pub fn consumer_ack_wait(&self, stream: &str, consumer: &str) -> Option<Duration> {
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(stream).await.expect("the stream");
+            let info = stream.consumer_info(consumer).await.ok()?;
+            Some(info.config.ack_wait)
+        })
+    }
+
     /// When JetStream stored message `sequence` of `stream`, in RFC 3339.
     pub fn message_time(&self, stream: &str, sequence: u64) -> String {
         self.runtime.block_on(async {

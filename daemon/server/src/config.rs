@@ -534,7 +534,7 @@ impl DaemonConfig {
             ));
         }
         bounded(
-            "--nats-ack-wait (seconds)",
+            "--nats-ack-wait / daemon.nats.ack_wait (seconds)",
             nats.ack_wait.as_secs() as usize,
             1,
             MAX_ACK_WAIT_SECONDS,

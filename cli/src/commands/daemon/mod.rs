@@ -326,7 +326,7 @@ fn build_config(args: &DaemonArgs, file: &DaemonSection) -> Result<DaemonConfig,
     }
     config.watch = !args.no_watch;
     config.exit_on_eof = args.exit_on_eof;
-    config.nats = args.nats.config()?;
+    config.nats = args.nats.config(&file.nats)?;
     let defaults = TapConfig::default();
     config.tap = TapConfig {
         enabled: args.enable_tap || file.tap.enabled.unwrap_or(false),

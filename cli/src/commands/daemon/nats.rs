@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::Args;
 use rsigma_daemon::config::{NatsAuth, NatsConfig, ReplayStart};
 
+use crate::config::NatsSection;
+
 /// Connection, authentication, replay and consumer-group flags for
 /// `nats://` inputs and sinks. The authentication methods are mutually
 /// exclusive; secrets are best given through their environment variables
@@ -109,8 +111,9 @@ impl std::fmt::Debug for NatsArgs {
 }
 
 impl NatsArgs {
-    /// The daemon's NATS settings.
-    pub fn config(&self) -> Result<NatsConfig, String> {
+    /// The daemon's NATS settings: the flags (and their environment
+    /// variables) over the config file's `daemon.nats`.
+    pub fn config(&self, file: &NatsSection) -> Result<NatsConfig, String> {
         let defaults = NatsConfig::default();
         for (value, flag, variable) in [
             (&self.nats_token, "--nats-token", "NATS_TOKEN"),
@@ -137,8 +140,22 @@ impl NatsArgs {
                 password: self.nats_password.clone().unwrap_or_default(),
             },
             (_, _, _, Some(seed)) => NatsAuth::NKey(seed.clone()),
-            _ => NatsAuth::None,
+            _ => file.creds.clone().map_or(NatsAuth::None, NatsAuth::Creds),
         };
+        let client_cert = match (&file.tls_cert, &file.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "daemon.nats.tls_cert and daemon.nats.tls_key must be set together".into(),
+                );
+            }
+        };
+        let client_cert = self
+            .nats_tls_cert
+            .clone()
+            .zip(self.nats_tls_key.clone())
+            .or(client_cert);
         let replay = if let Some(sequence) = self.replay_from_sequence {
             if sequence == 0 {
                 return Err("--replay-from-sequence starts at 1".into());
@@ -156,14 +173,18 @@ impl NatsArgs {
         };
         Ok(NatsConfig {
             auth,
-            client_cert: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
-            ca: self.nats_tls_ca.clone(),
-            require_tls: self.nats_require_tls,
+            client_cert,
+            ca: self.nats_tls_ca.clone().or_else(|| file.tls_ca.clone()),
+            require_tls: self.nats_require_tls || file.require_tls.unwrap_or(false),
             replay,
-            consumer_group: self.consumer_group.clone(),
+            consumer_group: self
+                .consumer_group
+                .clone()
+                .or_else(|| file.consumer_group.clone()),
             ack_wait: self
                 .nats_ack_wait
                 .map(Duration::from_secs)
+                .or(file.ack_wait)
                 .unwrap_or(defaults.ack_wait),
         })
     }
