@@ -17,11 +17,15 @@ use crate::ruleset::RuleCounts;
 use crate::source::{InputLine, check_line, payload_lines, submit};
 use crate::tap::{Stage, TapError, TapRequest, TapStream, parse_redact_fields};
 
-/// Largest accepted `POST /api/v1/events` body.
+/// Largest accepted `POST /api/v1/events` (and `/v1/logs`) body.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// The router of every endpoint.
 pub fn router(context: Arc<DaemonContext>) -> Router {
+    #[cfg(feature = "otlp")]
+    let otlp = crate::otlp::router(Arc::clone(&context));
+    #[cfg(not(feature = "otlp"))]
+    let otlp = Router::new();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -31,8 +35,9 @@ pub fn router(context: Arc<DaemonContext>) -> Router {
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/events", post(events))
         .route("/api/v1/tap", get(tap))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(context)
+        .merge(otlp)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 async fn healthz() -> &'static str {

@@ -25,6 +25,8 @@ pub mod input;
 pub mod metrics;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod persist;
 pub mod processor;
 pub mod reload;

@@ -13,10 +13,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::context::DaemonContext;
-use crate::input::Decoder;
+use crate::input::{Decoder, decode_event};
 use crate::metrics::Metrics;
 use crate::sink::{DeadLetter, OutputChunk};
-use crate::source::{InputLine, Receipt};
+use crate::source::{InputLine, LineKind, Receipt};
 
 /// The receiving end of the input queue, shared by the workers.
 pub type SharedInput = Arc<Mutex<mpsc::Receiver<InputLine>>>;
@@ -165,7 +165,10 @@ impl Worker {
         }
         for line in batch.iter_mut() {
             events.clear();
-            let decoded = self.decoder.decode(&line.text, events);
+            let decoded = match line.kind {
+                LineKind::Input => self.decoder.decode(&line.text, events),
+                LineKind::Event => decode_event(&line.text, events),
+            };
             // The raw stage sees every line, except those the DLQ takes.
             if let Some(tap) = tap.as_mut()
                 && (decoded.is_ok() || config.dlq.is_none())
@@ -181,7 +184,8 @@ impl Worker {
                 continue;
             }
             chunk.receipts.extend(line.receipt.take());
-            let verbatim = tap.is_some() && self.decoder.is_verbatim_json(&line.text);
+            let verbatim = tap.is_some()
+                && (line.kind == LineKind::Event || self.decoder.is_verbatim_json(&line.text));
             for event in events.iter() {
                 metrics.events_processed.inc();
                 if let Some(tap) = tap.as_mut() {

@@ -23,6 +23,18 @@ pub struct InputLine {
     /// Settles the line with its source once its outputs are delivered
     /// (sources that redeliver, such as JetStream, hand one out).
     pub receipt: Option<Receipt>,
+    /// How the line is decoded.
+    pub kind: LineKind,
+}
+
+/// How an input line becomes events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// A record as received: decoded by `--input-format`, `--jq`, `--jsonpath`.
+    Input,
+    /// One event as a JSON object, already decoded by its transport (an
+    /// OTLP log record): taken as it is.
+    Event,
 }
 
 impl InputLine {
@@ -32,6 +44,15 @@ impl InputLine {
             text,
             received: Instant::now(),
             receipt: None,
+            kind: LineKind::Input,
+        }
+    }
+
+    /// An event a transport decoded, received now.
+    pub fn event(text: String) -> InputLine {
+        InputLine {
+            kind: LineKind::Event,
+            ..InputLine::new(text)
         }
     }
 

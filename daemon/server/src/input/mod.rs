@@ -354,16 +354,7 @@ impl Decoder {
 
     fn decode_json(&self, line: &str, out: &mut Vec<Value>) -> Result<(), DecodeError> {
         match &self.extractor {
-            Extractor::Whole => {
-                let value: Value = serde_json::from_str(line).map_err(DecodeError::NotJson)?;
-                if !value.is_object() {
-                    return Err(DecodeError::NotObject {
-                        found: json_kind(&value),
-                    });
-                }
-                out.push(value);
-                Ok(())
-            }
+            Extractor::Whole => decode_event(line, out),
             Extractor::Jq(filter) => filter.run(line, out),
             Extractor::JsonPath(query) => {
                 let value: Value = serde_json::from_str(line).map_err(DecodeError::NotJson)?;
@@ -396,6 +387,20 @@ fn starts_with_pri(s: &str) -> bool {
 }
 
 /// `a string`, `an array`, ... for error messages.
+/// Decodes a line holding one event as a JSON object, as it is (no
+/// format detection, no extraction): the whole-line JSON decoding, and how
+/// events already decoded by their transport are read back.
+pub fn decode_event(line: &str, out: &mut Vec<Value>) -> Result<(), DecodeError> {
+    let value: Value = serde_json::from_str(line).map_err(DecodeError::NotJson)?;
+    if !value.is_object() {
+        return Err(DecodeError::NotObject {
+            found: json_kind(&value),
+        });
+    }
+    out.push(value);
+    Ok(())
+}
+
 fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",

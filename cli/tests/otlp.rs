@@ -1,0 +1,290 @@
+//! OTLP log ingestion (`/v1/logs` over HTTP, `LogsService/Export` over
+//! gRPC) of the real daemon, with the official OpenTelemetry SDK and OTLP
+//! exporters as clients, and the error answers a raw HTTP client sees.
+
+mod common;
+mod daemon_support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider};
+use opentelemetry_otlp::{LogExporter, Protocol, WithExportConfig, WithTonicConfig};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use serde_json::Value;
+
+use daemon_support::{Daemon, DaemonCommand, read_ndjson};
+
+/// A daemon on the sample rules (reading stdin: OTLP is served whatever
+/// `--input` is), detections with their events to `out`.
+fn daemon(dir: &Path, out: &Path, extra: &[&str]) -> Daemon {
+    DaemonCommand::new(dir)
+        .arg("-r")
+        .arg(common::sample_rules())
+        .piped_stdin()
+        .args(["--include-event", "--output"])
+        .arg(format!("file://{}", out.display()))
+        .args(extra)
+        .start()
+}
+
+/// Waits up to 30 s for `count` detections in `out`.
+fn detections(out: &Path, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let records = if out.exists() {
+            read_ndjson(out)
+        } else {
+            Vec::new()
+        };
+        if records.len() >= count || Instant::now() > deadline {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends, through `exporter`, one process-creation log record per image
+/// with a map body, as a Windows event collector would.
+fn send(exporter: LogExporter, tag: &str, images: &[&str]) {
+    let provider = SdkLoggerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
+    let logger = provider.logger("rsigma-test");
+    for image in images {
+        let mut record = logger.create_log_record();
+        record.set_body(AnyValue::Map(Box::new(
+            [
+                ("EventID".into(), AnyValue::Int(1)),
+                ("Image".into(), AnyValue::String(image.to_string().into())),
+                ("tag".into(), AnyValue::String(tag.to_owned().into())),
+            ]
+            .into_iter()
+            .collect(),
+        )));
+        record.add_attribute("host.name", "ws-17");
+        logger.emit(record);
+    }
+    provider
+        .shutdown()
+        .expect("the exporter delivered every record");
+}
+
+const WHOAMI: &str = "C:\\Windows\\System32\\whoami.exe";
+const NOTEPAD: &str = "C:\\Windows\\System32\\notepad.exe";
+
+fn tags(records: &[Value]) -> Vec<&str> {
+    let mut tags: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"]["tag"].as_str().expect("event.tag"))
+        .collect();
+    tags.sort_unstable();
+    tags
+}
+
+#[test]
+fn sdk_exporters_over_http_protobuf_http_json_and_grpc_give_detections() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let mut daemon = daemon(dir.path(), &out, &[]);
+    let base = format!("http://{}", daemon.addr());
+
+    for (tag, protocol) in [
+        ("proto", Protocol::HttpBinary),
+        ("json", Protocol::HttpJson),
+    ] {
+        let exporter = LogExporter::builder()
+            .with_http()
+            .with_protocol(protocol)
+            .with_endpoint(format!("{base}/v1/logs"))
+            .build()
+            .unwrap();
+        send(exporter, tag, &[WHOAMI, NOTEPAD]);
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let exporter = {
+        let _entered = runtime.enter();
+        LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(&base)
+            .with_compression(opentelemetry_otlp::Compression::Gzip)
+            .build()
+            .unwrap()
+    };
+    {
+        let _entered = runtime.enter();
+        send(exporter, "grpc", &[WHOAMI, NOTEPAD, WHOAMI]);
+    }
+
+    let records = detections(&out, 4);
+    assert_eq!(
+        tags(&records),
+        ["grpc", "grpc", "json", "proto"],
+        "{records:#?}"
+    );
+    let event = &records[0]["event"];
+    assert_eq!(event["EventID"], 1);
+    assert_eq!(event["host.name"], "ws-17");
+    assert!(
+        event["timestamp"].is_string() || event["observed_timestamp"].is_string(),
+        "{event}"
+    );
+
+    let metrics = daemon.metrics();
+    for transport in ["http", "grpc"] {
+        assert!(
+            metrics.get(&format!(
+                "rsigma_otlp_requests_total{{outcome=\"ok\",transport=\"{transport}\"}}"
+            )) >= 1.0,
+            "{transport}"
+        );
+    }
+    assert_eq!(
+        metrics.get("rsigma_otlp_log_records_total{transport=\"http\"}"),
+        4.0
+    );
+    assert_eq!(
+        metrics.get("rsigma_otlp_log_records_total{transport=\"grpc\"}"),
+        3.0
+    );
+    daemon.stop();
+}
+
+/// An OTLP request of one resource and scope holding `bodies` as string bodies.
+fn request(bodies: &[String]) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+    let log_records = bodies
+        .iter()
+        .map(|body| LogRecord {
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(body.clone())),
+            }),
+            ..LogRecord::default()
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records,
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// POSTs `body` to `/v1/logs`: (status, body).
+fn post(daemon: &Daemon, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    let client = reqwest::blocking::Client::new();
+    let mut request = client
+        .post(format!("http://{}/v1/logs", daemon.addr()))
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().expect("the daemon answers");
+    let status = response.status().as_u16();
+    (status, response.bytes().unwrap().to_vec())
+}
+
+fn partial_success(body: &[u8]) -> (i64, String) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+    use prost::Message;
+    let response = ExportLogsServiceResponse::decode(body).expect("an OTLP response");
+    response
+        .partial_success
+        .map(|p| (p.rejected_log_records, p.error_message))
+        .unwrap_or_default()
+}
+
+#[test]
+fn gzip_empty_undecodable_oversized_and_partially_rejected_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let dlq = dir.path().join("dlq.ndjson");
+    let dlq_url = format!("file://{}", dlq.display());
+    let mut daemon = daemon(
+        dir.path(),
+        &out,
+        &["--max-line-bytes", "200", "--dlq", &dlq_url],
+    );
+
+    // gzip, no Content-Type (protobuf is the default): a string body is `body`.
+    let good = request(&["whoami.exe from a gzip body".to_owned()]);
+    let (status, body) = post(&daemon, gzip(&good), &[("Content-Encoding", "gzip")]);
+    assert_eq!(status, 200);
+    assert_eq!(partial_success(&body), (0, String::new()));
+
+    // An empty request is a success with nothing to do.
+    let (status, _) = post(
+        &daemon,
+        request(&[]),
+        &[("Content-Type", "application/x-protobuf")],
+    );
+    assert_eq!(status, 200);
+
+    // Undecodable: 400 with a google.rpc.Status, nothing queued.
+    let (status, body) = post(&daemon, b"\xff\xff not protobuf".to_vec(), &[]);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("not an OTLP ExportLogsServiceRequest"));
+    let (status, _) = post(
+        &daemon,
+        b"{".to_vec(),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(status, 400);
+    let (status, _) = post(&daemon, good.clone(), &[("Content-Type", "text/plain")]);
+    assert_eq!(status, 415);
+    let (status, _) = post(&daemon, good.clone(), &[("Content-Encoding", "gzip")]);
+    assert_eq!(status, 400, "a body that is not gzip");
+
+    // Over the size limit once inflated: 413.
+    let huge = gzip(&vec![0_u8; 65 * 1024 * 1024]);
+    let (status, _) = post(&daemon, huge, &[("Content-Encoding", "gzip")]);
+    assert_eq!(status, 413);
+
+    // One record too long for --max-line-bytes: partial success, to the DLQ.
+    let mixed = request(&["short".to_owned(), "x".repeat(500), "also short".to_owned()]);
+    let (status, body) = post(&daemon, mixed, &[]);
+    assert_eq!(status, 200);
+    let (rejected, message) = partial_success(&body);
+    assert_eq!(rejected, 1, "{message}");
+    assert!(
+        message.contains("exceeds the maximum line size"),
+        "{message}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dlq.exists() || read_ndjson(&dlq).is_empty() {
+        assert!(Instant::now() < deadline, "no dead letter");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = daemon.metrics();
+    assert_eq!(
+        metrics.get("rsigma_otlp_rejected_log_records_total{transport=\"http\"}"),
+        1.0
+    );
+    assert_eq!(
+        metrics.get("rsigma_otlp_requests_total{outcome=\"invalid\",transport=\"http\"}"),
+        4.0
+    );
+    assert_eq!(
+        metrics.get("rsigma_otlp_requests_total{outcome=\"too_large\",transport=\"http\"}"),
+        1.0
+    );
+    assert_eq!(
+        metrics.get("rsigma_otlp_requests_total{outcome=\"partial\",transport=\"http\"}"),
+        1.0
+    );
+    daemon.stop();
+}
