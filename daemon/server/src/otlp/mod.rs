@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use prometheus::{IntCounterVec, Opts};
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::context::DaemonContext;
 use crate::source::{InputLine, check_line, submit};
@@ -158,14 +159,21 @@ impl OtlpIngest {
             let _ = ingest.rejected.send(letter).await;
         }
         if lines.len() <= ingest.lines.max_capacity() {
-            let Ok(mut permits) = ingest.lines.try_reserve_many(lines.len()) else {
-                context
-                    .metrics
-                    .backpressure
-                    .with_label_values(&["input"])
-                    .inc();
-                self.metrics.outcome(transport, "busy");
-                return Err(Refused::Busy);
+            let mut permits = match ingest.lines.try_reserve_many(lines.len()) {
+                Ok(permits) => permits,
+                Err(TrySendError::Full(())) => {
+                    context
+                        .metrics
+                        .backpressure
+                        .with_label_values(&["input"])
+                        .inc();
+                    self.metrics.outcome(transport, "busy");
+                    return Err(Refused::Busy);
+                }
+                Err(TrySendError::Closed(())) => {
+                    self.metrics.outcome(transport, "unavailable");
+                    return Err(Refused::ShuttingDown);
+                }
             };
             for line in lines {
                 permits.next().expect("one permit per line").send(line);
