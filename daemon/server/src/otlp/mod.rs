@@ -152,12 +152,6 @@ impl OtlpIngest {
                 Err(letter) => letters.push(*letter),
             }
         }
-        let rejected = letters.len();
-        let first_reason = letters.first().map(|letter| letter.reason.clone());
-        for letter in letters {
-            context.metrics.parse_errors.inc();
-            let _ = ingest.rejected.send(letter).await;
-        }
         if lines.len() <= ingest.lines.max_capacity() {
             let mut permits = match ingest.lines.try_reserve_many(lines.len()) {
                 Ok(permits) => permits,
@@ -185,6 +179,14 @@ impl OtlpIngest {
                     return Err(Refused::ShuttingDown);
                 }
             }
+        }
+        // Dead letters only once the request is taken: a refused one is
+        // retried whole, and would otherwise leave them twice.
+        let rejected = letters.len();
+        let first_reason = letters.first().map(|letter| letter.reason.clone());
+        for letter in letters {
+            context.metrics.parse_errors.inc();
+            let _ = ingest.rejected.send(letter).await;
         }
         let partial_success = first_reason.map(|reason| {
             self.metrics
