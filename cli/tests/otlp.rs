@@ -4,12 +4,16 @@
 
 mod common;
 mod daemon_support;
+#[path = "../../tests/support/pki.rs"]
+mod pki;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider};
-use opentelemetry_otlp::{LogExporter, Protocol, WithExportConfig, WithTonicConfig};
+use opentelemetry_otlp::{
+    LogExporter, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use serde_json::Value;
 
@@ -285,6 +289,99 @@ fn gzip_empty_undecodable_oversized_and_partially_rejected_requests() {
     assert_eq!(
         metrics.get("rsigma_otlp_requests_total{outcome=\"partial\",transport=\"http\"}"),
         1.0
+    );
+    daemon.stop();
+}
+
+/// A blocking HTTPS client trusting the test CA, with the client
+/// certificate when `identity`.
+fn tls_client(pki: &pki::Pki, identity: bool) -> reqwest::blocking::Client {
+    let mut builder = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap());
+    if identity {
+        builder =
+            builder.identity(reqwest::Identity::from_pem(pki.client_identity.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+#[test]
+fn sdk_exporters_over_mutual_tls_on_http_and_grpc() {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::make_pki(dir.path(), "127.0.0.1", "collector");
+    let out = dir.path().join("out.ndjson");
+    let mut daemon = DaemonCommand::new(dir.path())
+        .arg("-r")
+        .arg(common::sample_rules())
+        .piped_stdin()
+        .args(["--include-event", "--output"])
+        .arg(format!("file://{}", out.display()))
+        .args([
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ])
+        .spawn();
+    let base = format!("https://{}", daemon.addr());
+    let trusted = tls_client(&pki, true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !trusted
+        .get(format!("{base}/readyz"))
+        .send()
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not ready over TLS\n{}",
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Without a client certificate the handshake fails, OTLP included.
+    let refused = tls_client(&pki, false)
+        .post(format!("{base}/v1/logs"))
+        .body(request(&["whoami.exe".to_owned()]))
+        .send();
+    assert!(refused.is_err(), "{refused:?}");
+
+    let exporter = LogExporter::builder()
+        .with_http()
+        .with_http_client(trusted)
+        .with_endpoint(format!("{base}/v1/logs"))
+        .build()
+        .unwrap();
+    send(exporter, "https", &[WHOAMI, NOTEPAD]);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .identity(Identity::from_pem(
+            &pki.client_identity,
+            &pki.client_identity,
+        ))
+        .domain_name("127.0.0.1");
+    let exporter = LogExporter::builder()
+        .with_tonic()
+        .with_endpoint(&base)
+        .with_tls_config(tls)
+        .build()
+        .unwrap();
+    send(exporter, "grpcs", &[WHOAMI]);
+
+    let records = detections(&out, 2);
+    assert_eq!(
+        tags(&records),
+        ["grpcs", "https"],
+        "{records:#?}\n{}",
+        daemon.logs()
     );
     daemon.stop();
 }
