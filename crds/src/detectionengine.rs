@@ -485,8 +485,10 @@ pub enum ImagePullPolicy {
     }
 ]))]
 pub struct InputSpec {
-    /// `http`: events are POSTed to `/api/v1/events` (NDJSON). `nats`: events
-    /// are consumed from a NATS subject.
+    /// `http`: events are POSTed to `/api/v1/events` (NDJSON). `otlp`: the
+    /// same listener, with the Service also exposing the standard OTLP
+    /// ports (4317 gRPC, 4318 HTTP) for collectors. `nats`: events are
+    /// consumed from a NATS subject. OTLP logs are accepted with every type.
     #[serde(rename = "type", default)]
     pub type_: InputType,
 
@@ -519,6 +521,9 @@ pub enum InputType {
     Http,
     /// A NATS subject.
     Nats,
+    /// OpenTelemetry logs (`/v1/logs`, gRPC `LogsService/Export`) on the
+    /// API listener, with the OTLP ports on the Service (docs/otlp.md).
+    Otlp,
 }
 
 /// A NATS JetStream event source: a durable pull consumer on `subject`

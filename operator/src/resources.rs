@@ -62,6 +62,31 @@ pub const ENGINE_LABEL: &str = "rsigma.io/engine";
 pub const APP_NAME: &str = "rsigma-engine";
 /// Where the rules ConfigMap is mounted in the daemon container.
 pub const RULES_DIR: &str = "/etc/rsigma/rules";
+/// The Service's ports: the API, and for an OTLP input the standard OTLP
+/// ports too, all to the API listener (which serves both OTLP transports),
+/// each with the `appProtocol` collectors and service meshes read.
+fn service_ports(input: InputType) -> Vec<ServicePort> {
+    let port = |name: &str, number: i32, app_protocol: Option<&str>| ServicePort {
+        name: Some(name.to_owned()),
+        port: number,
+        target_port: Some(IntOrString::String(API_PORT_NAME.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        app_protocol: app_protocol.map(str::to_owned),
+        ..Default::default()
+    };
+    let mut ports = vec![port(API_PORT_NAME, API_PORT, None)];
+    if input == InputType::Otlp {
+        ports.push(port("otlp-grpc", OTLP_GRPC_PORT, Some("grpc")));
+        ports.push(port("otlp-http", OTLP_HTTP_PORT, Some("http")));
+    }
+    ports
+}
+
+/// The Service port of OTLP/gRPC for `input.type: otlp` (the OTLP default).
+pub const OTLP_GRPC_PORT: i32 = 4317;
+/// The Service port of OTLP/HTTP for `input.type: otlp` (the OTLP default).
+pub const OTLP_HTTP_PORT: i32 = 4318;
+
 /// The daemon's API port (named [`API_PORT_NAME`]).
 pub const API_PORT: i32 = 9090;
 /// Name of the daemon's API port.
@@ -419,8 +444,8 @@ pub fn check_spec(engine: &DetectionEngine) -> Result<(), String> {
         (InputType::Nats, None) => {
             return Err("input.nats is required when input.type is nats".to_owned());
         }
-        (InputType::Http, Some(_)) => {
-            return Err("input.nats is set but input.type is http".to_owned());
+        (InputType::Http | InputType::Otlp, Some(_)) => {
+            return Err("input.nats is set but input.type is not nats".to_owned());
         }
         _ => {}
     }
@@ -894,13 +919,7 @@ pub fn desired(
                     .unwrap_or_else(|| "ClusterIP".to_owned()),
             ),
             selector: Some(selector_labels(&name)),
-            ports: Some(vec![ServicePort {
-                name: Some(API_PORT_NAME.to_owned()),
-                port: API_PORT,
-                target_port: Some(IntOrString::String(API_PORT_NAME.to_owned())),
-                protocol: Some("TCP".to_owned()),
-                ..Default::default()
-            }]),
+            ports: Some(service_ports(spec.input.type_)),
             ..Default::default()
         }),
         ..Default::default()
@@ -1173,6 +1192,43 @@ mod tests {
         e.spec.pod.volumes.clear();
         e.spec.pod_disruption_budget = Some(rsigma_crds::DisruptionBudgetSpec::default());
         assert!(check_spec(&e).unwrap_err().contains("exactly one"));
+    }
+
+    #[test]
+    fn an_otlp_input_exposes_the_otlp_ports_on_the_api_listener() {
+        let ports_of = |e: &DetectionEngine| -> Vec<(String, i32, Option<String>)> {
+            let d = desired(e, &Aggregate::default(), BTreeMap::new(), "img:1");
+            d.service
+                .spec
+                .unwrap()
+                .ports
+                .unwrap()
+                .into_iter()
+                .map(|p| {
+                    assert_eq!(
+                        p.target_port,
+                        Some(IntOrString::String(API_PORT_NAME.to_owned()))
+                    );
+                    (p.name.unwrap(), p.port, p.app_protocol)
+                })
+                .collect()
+        };
+        let mut e = DetectionEngine::new("e", rsigma_crds::DetectionEngineSpec::with_image("img"));
+        e.metadata.namespace = Some("ns".to_owned());
+        assert_eq!(ports_of(&e), [("api".to_owned(), API_PORT, None)]);
+        e.spec.input.type_ = InputType::Otlp;
+        assert_eq!(check_spec(&e), Ok(()));
+        assert_eq!(
+            ports_of(&e),
+            [
+                ("api".to_owned(), API_PORT, None),
+                ("otlp-grpc".to_owned(), 4317, Some("grpc".to_owned())),
+                ("otlp-http".to_owned(), 4318, Some("http".to_owned())),
+            ]
+        );
+        let args = daemon_args(&e, &[]);
+        let input = args.iter().position(|a| a == "--input").expect("--input");
+        assert_eq!(args[input + 1], "http");
     }
 
     #[test]
