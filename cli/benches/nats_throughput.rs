@@ -24,61 +24,23 @@ mod nats_support;
 #[path = "support/corpus.rs"]
 mod corpus;
 
+#[path = "support/daemon.rs"]
+mod daemon;
+
 #[path = "../../daemon/engine/benches/support/windows_events.rs"]
 #[allow(dead_code)]
 mod windows_events;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nats_support::NatsServer;
 
 const EVENTS: usize = 200_000;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A daemon on `rules` with `args`, its API on a free port; waits until ready.
-fn start_daemon(rules: &PathBuf, args: &[&str]) -> (Child, String) {
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_rsigma"))
-        .args(["engine", "daemon", "--no-watch", "--batch-size", "64", "-r"])
-        .arg(rules)
-        .args(args)
-        .args(["--api-addr", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the daemon");
-    let http = reqwest::blocking::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "the daemon did not become ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, base)
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-}
-
 /// Events per second through JetStream with `daemons` daemons in one group.
-fn through_nats(rules: &PathBuf, payloads: &[Vec<u8>], daemons: usize) -> f64 {
+fn through_nats(rules: &Path, payloads: &[Vec<u8>], daemons: usize) -> f64 {
     let nats = NatsServer::start();
     let client = nats.client();
     client.create_stream("EVENTS", &["events.>"]);
@@ -87,7 +49,7 @@ fn through_nats(rules: &PathBuf, payloads: &[Vec<u8>], daemons: usize) -> f64 {
     let started = Instant::now();
     let running: Vec<Child> = (0..daemons)
         .map(|_| {
-            start_daemon(
+            daemon::start(
                 rules,
                 &[
                     "--input",
@@ -109,48 +71,13 @@ fn through_nats(rules: &PathBuf, payloads: &[Vec<u8>], daemons: usize) -> f64 {
     }
     let elapsed = started.elapsed() - ready;
     let detections = client.message_count("detections");
-    running.into_iter().for_each(stop);
+    running.into_iter().for_each(daemon::stop);
     println!(
         "  {daemons} daemon(s): {} events, {detections} detections published, {:.2} s",
         payloads.len(),
         elapsed.as_secs_f64()
     );
     payloads.len() as f64 / elapsed.as_secs_f64()
-}
-
-/// Events per second over the HTTP input.
-fn through_http(rules: &PathBuf, lines: &[String]) -> f64 {
-    let (child, base) = start_daemon(rules, &["--input", "http"]);
-    let http = reqwest::blocking::Client::new();
-    let started = Instant::now();
-    for batch in lines.chunks(1_000) {
-        let body = batch.join("\n");
-        let answer = http
-            .post(format!("{base}/api/v1/events"))
-            .body(body)
-            .send()
-            .expect("posting");
-        assert!(answer.status().is_success());
-    }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let status: serde_json::Value = http
-            .get(format!("{base}/api/v1/status"))
-            .send()
-            .and_then(|r| r.json())
-            .expect("status");
-        if status["events_processed"].as_u64() >= Some(lines.len() as u64) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the HTTP events were not processed"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let elapsed = started.elapsed();
-    stop(child);
-    lines.len() as f64 / elapsed.as_secs_f64()
 }
 
 fn main() {
@@ -173,7 +100,7 @@ fn main() {
     );
     let one = through_nats(&rules, &payloads, 1);
     let two = through_nats(&rules, &payloads, 2);
-    let http = through_http(&rules, &lines);
+    let http = daemon::ndjson_over_http(&rules, &lines);
     println!("NATS, one daemon:          {one:>9.0} events/s");
     println!("NATS, two daemons (group): {two:>9.0} events/s");
     println!("HTTP input, one daemon:    {http:>9.0} events/s");

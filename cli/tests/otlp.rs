@@ -181,6 +181,41 @@ fn request(bodies: &[String]) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// An OTLP request of one record whose map body is a whoami.exe process
+/// creation (a detection of the sample rules) padded with `pad` bytes.
+fn whoami_request(pad: usize) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+    let entry = |key: &str, value: any_value::Value| KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
+    };
+    let body = any_value::Value::KvlistValue(KeyValueList {
+        values: vec![
+            entry("EventID", any_value::Value::IntValue(1)),
+            entry("Image", any_value::Value::StringValue(WHOAMI.to_owned())),
+            entry("pad", any_value::Value::StringValue("x".repeat(pad))),
+        ],
+    });
+    let record = LogRecord {
+        body: Some(AnyValue { value: Some(body) }),
+        ..LogRecord::default()
+    };
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![record],
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -384,4 +419,174 @@ fn sdk_exporters_over_mutual_tls_on_http_and_grpc() {
         daemon.logs()
     );
     daemon.stop();
+}
+
+/// The OpenTelemetry Python SDK's interpreter: `RSIGMA_OTEL_PYTHON` (set by
+/// `.ci/run`), else the venv `tests/otlp/python-sdk.sh` makes.
+fn otel_python() -> std::path::PathBuf {
+    std::env::var_os("RSIGMA_OTEL_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            Path::new(&home).join(".cache/rsigma/otel-venv/bin/python")
+        })
+}
+
+#[test]
+fn the_python_sdk_exporters_over_http_and_grpc_give_detections() {
+    let python = otel_python();
+    assert!(
+        python.exists(),
+        "no OpenTelemetry Python SDK at {}: run `bash tests/otlp/python-sdk.sh` (PyPI) or set RSIGMA_OTEL_PYTHON",
+        python.display()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/otlp/export_logs.py");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let mut daemon = daemon(dir.path(), &out, &[]);
+    for (tag, transport, endpoint) in [
+        (
+            "python-http",
+            "http",
+            format!("http://{}/v1/logs", daemon.addr()),
+        ),
+        ("python-grpc", "grpc", format!("http://{}", daemon.addr())),
+    ] {
+        let output = std::process::Command::new(&python)
+            .arg(&script)
+            .args([transport, &endpoint, tag])
+            .output()
+            .expect("running the Python exporter");
+        assert!(
+            output.status.success(),
+            "{transport}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let records = detections(&out, 2);
+    assert_eq!(
+        tags(&records),
+        ["python-grpc", "python-http"],
+        "{records:#?}"
+    );
+    let event = &records[0]["event"];
+    assert_eq!(event["severity_text"], "INFO", "{event}");
+    assert!(
+        event["resource"]["telemetry.sdk.language"] == "python",
+        "{event}"
+    );
+    daemon.stop();
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_full_input_queue_answers_retry_later_and_takes_again_once_drained() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    // Detections go to a stdout pipe nobody reads: once the pipe and the
+    // one-slot queues are full, the workers wait, and so does the input.
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut command = Command::new(daemon_support::binary());
+    command
+        .args(["engine", "daemon", "--no-watch", "--include-event", "-r"])
+        .arg(common::sample_rules())
+        .args([
+            "--input",
+            "http",
+            "--buffer-size",
+            "1",
+            "--workers",
+            "1",
+            "--api-addr",
+            &addr,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    common::isolate(&mut command, dir.path());
+    let mut child = command.spawn().unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "the daemon did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = whoami_request(2_000);
+    let mut refused = None;
+    for _ in 0..5_000 {
+        let answer = http
+            .post(format!("http://{addr}/v1/logs"))
+            .body(body.clone())
+            .send()
+            .unwrap();
+        if answer.status().as_u16() == 429 {
+            refused = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status().as_u16(), 200);
+    }
+    let refused = refused.expect("the queue never filled");
+    assert_eq!(refused.headers()["retry-after"], "1");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let grpc = runtime.block_on(async {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+        use prost::Message;
+        let mut client = LogsServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let request = ExportLogsServiceRequest::decode(&body[..]).unwrap();
+        client.export(request).await.map(|_| ())
+    });
+    assert_eq!(grpc.unwrap_err().code(), tonic::Code::Unavailable);
+
+    // Reading the detections frees the queues: the same request is taken.
+    let mut stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut sink = [0_u8; 65536];
+        while stdout.read(&mut sink).is_ok_and(|n| n > 0) {}
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = http
+            .post(format!("http://{addr}/v1/logs"))
+            .body(body.clone())
+            .send()
+            .unwrap();
+        if answer.status().is_success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused after draining");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("rsigma_otlp_requests_total{outcome=\"busy\",transport=\"http\"}"),
+        "{metrics}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
