@@ -590,3 +590,46 @@ fn a_full_input_queue_answers_retry_later_and_takes_again_once_drained() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn the_tap_sees_otlp_events_at_the_decoded_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let daemon = daemon(dir.path(), &out, &["--enable-tap"]);
+    let tap_url = format!("http://{}/api/v1/tap?duration=20s&limit=2", daemon.addr());
+    let tap = std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+            .get(tap_url)
+            .send()
+            .and_then(|r| r.text())
+            .expect("the tap answers")
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.metrics().get("rsigma_tap_sessions_active") < 1.0 {
+        assert!(Instant::now() < deadline, "the tap session did not open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let exporter = LogExporter::builder()
+        .with_http()
+        .with_endpoint(format!("http://{}/v1/logs", daemon.addr()))
+        .build()
+        .unwrap();
+    send(exporter, "tapped", &[WHOAMI, NOTEPAD]);
+    let captured: Vec<Value> = tap
+        .join()
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|record: &Value| record.get("rsigma_tap_summary").is_none())
+        .collect();
+    assert_eq!(captured.len(), 2, "{captured:#?}");
+    for event in &captured {
+        assert_eq!(event["tag"], "tapped", "{event}");
+        assert_eq!(event["EventID"], 1, "{event}");
+        assert_eq!(event["host.name"], "ws-17", "{event}");
+    }
+}
