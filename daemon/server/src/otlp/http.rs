@@ -178,3 +178,40 @@ fn failure(encoding: Encoding, status: StatusCode, message: String) -> Response 
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::mapping::log_record_event;
+    use serde_json::json;
+
+    /// The OTLP JSON encoding as the specification writes it (and the
+    /// Collector's `otlphttp` exporter sends it): camelCase names, 64-bit
+    /// integers as strings, hex trace and span ids, enums as numbers.
+    #[test]
+    fn the_otlp_json_encoding_decodes() {
+        let body = br#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"winlogbeat"}}]},
+            "scopeLogs":[{"scope":{"name":"eventlog","version":"1"},"logRecords":[{
+              "timeUnixNano":"1544712660300000000","observedTimeUnixNano":"1544712660300000000",
+              "severityNumber":10,"severityText":"Information",
+              "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+              "body":{"kvlistValue":{"values":[{"key":"EventID","value":{"intValue":"4625"}},
+                                               {"key":"Channel","value":{"stringValue":"Security"}}]}},
+              "attributes":[{"key":"host.name","value":{"stringValue":"dc-1"}}]}]}]}]}"#;
+        let request = decode(Encoding::Json, body).expect("OTLP JSON");
+        let resource_logs = &request.resource_logs[0];
+        let scope_logs = &resource_logs.scope_logs[0];
+        let event = log_record_event(
+            resource_logs.resource.as_ref(),
+            scope_logs.scope.as_ref(),
+            &scope_logs.log_records[0],
+        );
+        assert_eq!(event["EventID"], json!(4625));
+        assert_eq!(event["Channel"], json!("Security"));
+        assert_eq!(event["host.name"], json!("dc-1"));
+        assert_eq!(event["resource"]["service.name"], json!("winlogbeat"));
+        assert_eq!(event["timestamp"], json!("2018-12-13T14:51:00.300000000Z"));
+        assert_eq!(event["trace_id"], json!("5b8efff798038103d269b633813fc60c"));
+        assert_eq!(event["severity_number"], json!(10));
+    }
+}
