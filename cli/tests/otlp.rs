@@ -14,6 +14,7 @@ use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider};
 use opentelemetry_otlp::{
     LogExporter, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
+use opentelemetry_proto::tonic::common::v1::{AnyValue as ProtoAnyValue, any_value};
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use serde_json::Value;
 
@@ -154,18 +155,15 @@ fn sdk_exporters_over_http_protobuf_http_json_and_grpc_give_detections() {
     daemon.stop();
 }
 
-/// An OTLP request of one resource and scope holding `bodies` as string bodies.
-fn request(bodies: &[String]) -> Vec<u8> {
+/// An encoded OTLP request of one resource and scope, one record per body.
+fn request_of(bodies: Vec<any_value::Value>) -> Vec<u8> {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use prost::Message;
     let log_records = bodies
-        .iter()
+        .into_iter()
         .map(|body| LogRecord {
-            body: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(body.clone())),
-            }),
+            body: Some(ProtoAnyValue { value: Some(body) }),
             ..LogRecord::default()
         })
         .collect();
@@ -181,39 +179,32 @@ fn request(bodies: &[String]) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// An OTLP request holding `bodies` as string bodies.
+fn request(bodies: &[String]) -> Vec<u8> {
+    request_of(
+        bodies
+            .iter()
+            .map(|body| any_value::Value::StringValue(body.clone()))
+            .collect(),
+    )
+}
+
 /// An OTLP request of one record whose map body is a whoami.exe process
 /// creation (a detection of the sample rules) padded with `pad` bytes.
 fn whoami_request(pad: usize) -> Vec<u8> {
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList, any_value};
-    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    use prost::Message;
+    use opentelemetry_proto::tonic::common::v1::{KeyValue, KeyValueList};
     let entry = |key: &str, value: any_value::Value| KeyValue {
         key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
+        value: Some(ProtoAnyValue { value: Some(value) }),
         ..KeyValue::default()
     };
-    let body = any_value::Value::KvlistValue(KeyValueList {
+    request_of(vec![any_value::Value::KvlistValue(KeyValueList {
         values: vec![
             entry("EventID", any_value::Value::IntValue(1)),
             entry("Image", any_value::Value::StringValue(WHOAMI.to_owned())),
             entry("pad", any_value::Value::StringValue("x".repeat(pad))),
         ],
-    });
-    let record = LogRecord {
-        body: Some(AnyValue { value: Some(body) }),
-        ..LogRecord::default()
-    };
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs {
-                log_records: vec![record],
-                ..ScopeLogs::default()
-            }],
-            ..ResourceLogs::default()
-        }],
-    }
-    .encode_to_vec()
+    })])
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -478,15 +469,6 @@ fn the_python_sdk_exporters_over_http_and_grpc_give_detections() {
     daemon.stop();
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_full_input_queue_answers_retry_later_and_takes_again_once_drained() {
     use std::io::Read;
@@ -494,7 +476,7 @@ fn a_full_input_queue_answers_retry_later_and_takes_again_once_drained() {
     // Detections go to a stdout pipe nobody reads: once the pipe and the
     // one-slot queues are full, the workers wait, and so does the input.
     let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", common::free_port());
     let mut command = Command::new(daemon_support::binary());
     command
         .args(["engine", "daemon", "--no-watch", "--include-event", "-r"])

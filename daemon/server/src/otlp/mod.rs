@@ -127,31 +127,18 @@ impl OtlpIngest {
             self.metrics.outcome(transport, "unavailable");
             return Err(Refused::ShuttingDown);
         };
-        let mut events = Vec::new();
-        for resource_logs in &request.resource_logs {
-            for scope_logs in &resource_logs.scope_logs {
-                for record in &scope_logs.log_records {
-                    let event = mapping::log_record_event(
-                        resource_logs.resource.as_ref(),
-                        scope_logs.scope.as_ref(),
-                        record,
-                    );
-                    events.push(serde_json::Value::Object(event).to_string());
-                }
-            }
-        }
-        self.metrics
-            .records
-            .with_label_values(&[transport.name()])
-            .inc_by(events.len() as u64);
         let limit = context.config.max_line_bytes;
         let (mut lines, mut letters) = (Vec::new(), Vec::new());
-        for text in events {
+        for text in event_texts(request) {
             match check_line(text.as_bytes(), limit) {
                 Ok(_) => lines.push(InputLine::event(text)),
                 Err(letter) => letters.push(*letter),
             }
         }
+        self.metrics
+            .records
+            .with_label_values(&[transport.name()])
+            .inc_by((lines.len() + letters.len()) as u64);
         if lines.len() <= ingest.lines.max_capacity() {
             let mut permits = match ingest.lines.try_reserve_many(lines.len()) {
                 Ok(permits) => permits,
@@ -210,4 +197,20 @@ impl OtlpIngest {
         );
         Ok(ExportLogsServiceResponse { partial_success })
     }
+}
+
+/// Every LogRecord of `request` as its event's JSON text.
+fn event_texts(request: &ExportLogsServiceRequest) -> impl Iterator<Item = String> + '_ {
+    request.resource_logs.iter().flat_map(|resource_logs| {
+        resource_logs.scope_logs.iter().flat_map(move |scope_logs| {
+            scope_logs.log_records.iter().map(move |record| {
+                let event = mapping::log_record_event(
+                    resource_logs.resource.as_ref(),
+                    scope_logs.scope.as_ref(),
+                    record,
+                );
+                serde_json::Value::Object(event).to_string()
+            })
+        })
+    })
 }
