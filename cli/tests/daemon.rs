@@ -962,6 +962,130 @@ fn undecodable_lines_go_to_the_dead_letter_queue() {
     daemon.stop();
 }
 
+// logfmt and CEF input ─────────────────────────────────────────────────────
+
+const LOGFMT_RULE: &str = r#"
+title: Expired token logfmt
+id: 0b3f7a59-7c1e-4a55-9f0e-3c7f4a6d1a01
+logsource: {product: custom}
+detection:
+    selection:
+        level: warn
+        msg|contains: token expired
+    condition: selection
+level: medium
+"#;
+
+const CEF_RULE: &str = r#"
+title: Blocked by threat manager CEF
+id: 0b3f7a59-7c1e-4a55-9f0e-3c7f4a6d1a02
+logsource: {product: custom}
+detection:
+    selection:
+        cef.device_product: threatmanager
+        act|startswith: blocked
+        spt|gt: 1000
+    condition: selection
+level: high
+"#;
+
+fn logfmt_and_cef_rules(dir: &Path) -> PathBuf {
+    let rules = dir.join("rules");
+    fs::create_dir_all(&rules).unwrap();
+    fs::write(rules.join("logfmt.yml"), LOGFMT_RULE).unwrap();
+    fs::write(rules.join("cef.yml"), CEF_RULE).unwrap();
+    rules
+}
+
+#[test]
+fn auto_input_decodes_logfmt_and_cef_and_sends_broken_cef_to_the_dlq() {
+    let dir = tempdir();
+    let out = dir.path().join("detections.ndjson");
+    let dlq = dir.path().join("dlq.ndjson");
+    let mut daemon = DaemonCommand::new(dir.path())
+        .arg("-r")
+        .arg(logfmt_and_cef_rules(dir.path()))
+        .args(["--input", "http", "--include-event"])
+        .args(["--output", &file_url(&out), "--dlq", &file_url(&dlq)])
+        .start();
+    let lines = [
+        r#"ts=2024-05-14T08:00:00Z level=warn msg="token expired for \"bob\"" user=bob"#,
+        // Not only pairs: plain text, which the logfmt rule cannot match.
+        "level=warn msg=token expired",
+        r"<134>Sep 19 08:26:10 fw01 CEF:0|Security|threatmanager|1.0|100|detected a \| in message|10|src=10.0.0.1 spt=1232 act=blocked a \= sign",
+        "CEF:0|Security|threatmanager|1.0|100|low port|10|spt=80 act=blocked",
+        "CEF:0|Security|threatmanager",
+    ];
+    daemon.post_events(lines.join("\n") + "\n", 5);
+
+    let records = daemon.wait_records(&out, 2);
+    let mut by_title: Vec<(&str, &Value)> = records
+        .iter()
+        .map(|r| (rule_title(r), &r["event"]))
+        .collect();
+    by_title.sort_by_key(|(title, _)| *title);
+    assert_eq!(by_title.len(), 2, "{records:?}");
+    let (title, cef) = by_title[0];
+    assert_eq!(title, "Blocked by threat manager CEF");
+    assert_eq!(cef["cef"]["name"], "detected a | in message");
+    assert_eq!(cef["act"], "blocked a = sign");
+    assert_eq!(cef["syslog"]["hostname"], "fw01");
+    let (title, logfmt) = by_title[1];
+    assert_eq!(title, "Expired token logfmt");
+    assert_eq!(
+        logfmt,
+        &json!({"ts": "2024-05-14T08:00:00Z", "level": "warn", "msg": "token expired for \"bob\"", "user": "bob"})
+    );
+
+    let letters = daemon.wait_records(&dlq, 1);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["line"], lines[4]);
+    assert_eq!(
+        letters[0]["reason"],
+        "not CEF: the header has fewer than its 7 |-separated fields"
+    );
+    let metrics = daemon.wait_for("every line counted", |d| {
+        let m = d.try_metrics()?;
+        (m.get("rsigma_events_processed_total") >= 4.0).then_some(m)
+    });
+    assert_eq!(metrics.get("rsigma_parse_errors_total"), 1.0);
+    daemon.stop();
+}
+
+#[test]
+fn explicit_logfmt_input_takes_bare_keys_and_dead_letters_broken_lines() {
+    let dir = tempdir();
+    let out = dir.path().join("detections.ndjson");
+    let dlq = dir.path().join("dlq.ndjson");
+    let mut daemon = DaemonCommand::new(dir.path())
+        .arg("-r")
+        .arg(logfmt_and_cef_rules(dir.path()))
+        .args([
+            "--input",
+            "http",
+            "--input-format",
+            "logfmt",
+            "--include-event",
+        ])
+        .args(["--output", &file_url(&out), "--dlq", &file_url(&dlq)])
+        .start();
+    let broken = r#"level=warn msg="token expired"#;
+    daemon.post_events(
+        format!("level=warn audit msg=\"token expired\"\n{broken}\n"),
+        2,
+    );
+    let records = daemon.wait_records(&out, 1);
+    assert_eq!(rule_title(&records[0]), "Expired token logfmt");
+    assert_eq!(records[0]["event"]["audit"], json!(true));
+    let letters = daemon.wait_records(&dlq, 1);
+    assert_eq!(letters[0]["line"], broken);
+    assert_eq!(
+        letters[0]["reason"],
+        "not logfmt: an unterminated quoted value"
+    );
+    daemon.stop();
+}
+
 // Startup errors ────────────────────────────────────────────────────────────
 
 /// Runs the daemon expecting it to fail at startup with `code` and a message

@@ -41,7 +41,7 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub exit_on_eof: bool,
 
-    /// Input log format: auto, json, syslog, plain. [default: auto]
+    /// Input log format: auto, json, syslog, plain, logfmt, cef. [default: auto]
     #[arg(long, value_name = "FORMAT")]
     pub input_format: Option<String>,
 

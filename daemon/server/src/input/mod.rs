@@ -8,8 +8,10 @@
 //! | --- | --- |
 //! | [`InputFormat::Json`] | the JSON object on the line (or what `--jq` / `--jsonpath` extract from it) |
 //! | [`InputFormat::Syslog`] | a flat object built from an RFC 5424 or RFC 3164 message (see below) |
+//! | [`InputFormat::Logfmt`] | a flat object of the line's `key=value` pairs (see [`logfmt`]) |
+//! | [`InputFormat::Cef`] | the CEF header under `cef`, extensions at the top level (see [`cef`]) |
 //! | [`InputFormat::Plain`] | `{"message": line}` |
-//! | [`InputFormat::Auto`] | JSON if the line starts with `{`, syslog if it starts with `<digits>`, plain otherwise |
+//! | [`InputFormat::Auto`] | JSON if the line starts with `{`; CEF if it starts with `CEF:<digit>`, or with `<digits>` and holds `CEF:<digit>`; syslog if it starts with `<digits>`; logfmt if it is made of `key=value` pairs only; plain otherwise |
 //!
 //! Syslog fields: `facility`, `severity` (names such as `auth`, `err`),
 //! `timestamp` (RFC 3339), `hostname`, `app_name`, `proc_id`, `msg_id`,
@@ -21,7 +23,9 @@
 //! (empty or whitespace only) yields no event and no error. A line that fails
 //! to decode yields a [`DecodeError`] and leaves the output vector as it was.
 
+mod cef;
 mod extract;
+mod logfmt;
 mod syslog;
 
 use std::fmt;
@@ -37,8 +41,10 @@ pub use extract::MAX_JQ_OUTPUTS;
 /// How input lines are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InputFormat {
-    /// Detect per line: a line starting with `{` is JSON, a line starting
-    /// with `<digits>` is syslog, anything else is plain text.
+    /// Detect per line: a line starting with `{` is JSON; one starting with
+    /// `CEF:<digit>` (or with `<digits>` and holding `CEF:<digit>`) is CEF;
+    /// one starting with `<digits>` is syslog; one made of `key=value`
+    /// pairs only is logfmt; anything else is plain text.
     #[default]
     Auto,
     /// Every line is one JSON document (a JSON object unless `--jq` or
@@ -48,17 +54,40 @@ pub enum InputFormat {
     Syslog,
     /// Every line is free text, decoded as `{"message": line}`.
     Plain,
+    /// Every line is logfmt (`key=value key="quoted value"`).
+    Logfmt,
+    /// Every line is ArcSight CEF, optionally after a syslog header.
+    Cef,
 }
 
 impl InputFormat {
-    /// The flag value naming this format (`auto`, `json`, `syslog`, `plain`).
+    /// Every format, in the order the help lists them.
+    pub const ALL: [InputFormat; 6] = [
+        InputFormat::Auto,
+        InputFormat::Json,
+        InputFormat::Syslog,
+        InputFormat::Plain,
+        InputFormat::Logfmt,
+        InputFormat::Cef,
+    ];
+
+    /// The flag value naming this format (`auto`, `json`, `syslog`,
+    /// `plain`, `logfmt`, `cef`).
     pub fn as_str(self) -> &'static str {
         match self {
             InputFormat::Auto => "auto",
             InputFormat::Json => "json",
             InputFormat::Syslog => "syslog",
             InputFormat::Plain => "plain",
+            InputFormat::Logfmt => "logfmt",
+            InputFormat::Cef => "cef",
         }
+    }
+
+    /// Whether the format's lines can be JSON documents (for `--jq` and
+    /// `--jsonpath`).
+    fn has_json(self) -> bool {
+        matches!(self, InputFormat::Auto | InputFormat::Json)
     }
 }
 
@@ -71,19 +100,18 @@ impl fmt::Display for InputFormat {
 impl FromStr for InputFormat {
     type Err = String;
 
-    /// Parses `auto`, `json`, `syslog` or `plain` (ASCII case-insensitive).
+    /// Parses a format's name (ASCII case-insensitive).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            InputFormat::Auto,
-            InputFormat::Json,
-            InputFormat::Syslog,
-            InputFormat::Plain,
-        ]
-        .into_iter()
-        .find(|format| format.as_str().eq_ignore_ascii_case(s))
-        .ok_or_else(|| {
-            format!("unknown input format {s:?} (expected one of: auto, json, syslog, plain)")
-        })
+        InputFormat::ALL
+            .into_iter()
+            .find(|format| format.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = InputFormat::ALL.iter().map(|f| f.as_str()).collect();
+                format!(
+                    "unknown input format {s:?} (expected one of: {})",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -91,9 +119,9 @@ impl FromStr for InputFormat {
 ///
 /// Extraction applies to JSON documents only: every line with
 /// [`InputFormat::Json`], and the lines that [`InputFormat::Auto`] decodes as
-/// JSON. Syslog and plain lines are never filtered (a syslog message's `json`
-/// member included), and [`Decoder::new`] rejects `Jq`/`JsonPath` together
-/// with [`InputFormat::Syslog`] or [`InputFormat::Plain`].
+/// JSON. Other lines are never filtered (a syslog message's `json` member
+/// included), and [`Decoder::new`] rejects `Jq`/`JsonPath` together with a
+/// format other than [`InputFormat::Json`] and [`InputFormat::Auto`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Extract {
     /// The document itself is the event; it must be a JSON object.
@@ -211,11 +239,19 @@ pub enum DecodeError {
     /// The line has no valid RFC 5424 or RFC 3164 header.
     #[error("not syslog: {0}")]
     NotSyslog(&'static str),
+    /// The line (`--input-format logfmt`) is not logfmt.
+    #[error("not logfmt: {0}")]
+    NotLogfmt(&'static str),
+    /// The line (`--input-format cef`, or an auto line with a CEF header)
+    /// is not valid CEF.
+    #[error("not CEF: {0}")]
+    NotCef(&'static str),
 }
 
 impl DecodeError {
     /// A short, stable name for the error's kind, usable as a metric label:
-    /// `json`, `not_object`, `jq`, `jq_results`, `result_not_object`, `syslog`.
+    /// `json`, `not_object`, `jq`, `jq_results`, `result_not_object`,
+    /// `syslog`, `logfmt`, `cef`.
     pub fn kind(&self) -> &'static str {
         match self {
             DecodeError::NotJson(_) => "json",
@@ -224,6 +260,8 @@ impl DecodeError {
             DecodeError::TooManyResults { .. } => "jq_results",
             DecodeError::ResultNotObject { .. } => "result_not_object",
             DecodeError::NotSyslog(_) => "syslog",
+            DecodeError::NotLogfmt(_) => "logfmt",
+            DecodeError::NotCef(_) => "cef",
         }
     }
 }
@@ -276,7 +314,7 @@ impl Decoder {
             Extract::JsonPath(_) => Some("--jsonpath"),
         };
         if let Some(flag) = flag
-            && matches!(config.format, InputFormat::Syslog | InputFormat::Plain)
+            && !config.format.has_json()
         {
             return Err(InputConfigError::ExtractNeedsJson {
                 flag,
@@ -312,7 +350,10 @@ impl Decoder {
             && match self.format {
                 InputFormat::Json => true,
                 InputFormat::Auto => line.trim_start().starts_with('{'),
-                InputFormat::Syslog | InputFormat::Plain => false,
+                InputFormat::Syslog
+                | InputFormat::Plain
+                | InputFormat::Logfmt
+                | InputFormat::Cef => false,
             }
     }
 
@@ -335,16 +376,11 @@ impl Decoder {
                 out.push(plain(line));
                 Ok(())
             }
-            InputFormat::Auto => {
-                if start.starts_with('{') {
-                    self.decode_json(line, out)
-                } else if starts_with_pri(start) {
-                    self.decode_syslog(line, out)
-                } else {
-                    out.push(plain(line));
-                    Ok(())
-                }
-            }
+            InputFormat::Logfmt => logfmt::parse(line)
+                .map(|event| out.push(event))
+                .map_err(DecodeError::NotLogfmt),
+            InputFormat::Cef => self.decode_cef(line, out),
+            InputFormat::Auto => self.decode_detected(line, start, out),
         };
         if result.is_err() {
             out.truncate(before);
@@ -366,6 +402,39 @@ impl Decoder {
     fn decode_syslog(&self, line: &str, out: &mut Vec<Value>) -> Result<(), DecodeError> {
         out.push(self.syslog.parse(line)?);
         Ok(())
+    }
+
+    fn decode_cef(&self, line: &str, out: &mut Vec<Value>) -> Result<(), DecodeError> {
+        out.push(cef::parse(line, &self.syslog)?);
+        Ok(())
+    }
+
+    /// `--input-format auto`: picks the format from the line's start
+    /// (`start` is `line` without leading whitespace).
+    fn decode_detected(
+        &self,
+        line: &str,
+        start: &str,
+        out: &mut Vec<Value>,
+    ) -> Result<(), DecodeError> {
+        if start.starts_with('{') {
+            self.decode_json(line, out)
+        } else if cef::find_start(start) == Some(0) {
+            self.decode_cef(line, out)
+        } else if starts_with_pri(start) {
+            if cef::find_start(start).is_some() {
+                self.decode_cef(line, out)
+            } else {
+                self.decode_syslog(line, out)
+            }
+        } else if logfmt::looks_like_logfmt(start) {
+            logfmt::parse(line)
+                .map(|event| out.push(event))
+                .map_err(DecodeError::NotLogfmt)
+        } else {
+            out.push(plain(line));
+            Ok(())
+        }
     }
 }
 
@@ -438,13 +507,18 @@ mod tests {
             ("json", InputFormat::Json),
             ("syslog", InputFormat::Syslog),
             ("plain", InputFormat::Plain),
+            ("logfmt", InputFormat::Logfmt),
+            ("CEF", InputFormat::Cef),
             ("JSON", InputFormat::Json),
         ] {
             assert_eq!(text.parse::<InputFormat>(), Ok(format));
             assert_eq!(format.to_string(), text.to_ascii_lowercase());
         }
         let err = "xml".parse::<InputFormat>().unwrap_err();
-        assert!(err.contains("\"xml\""), "{err}");
+        assert_eq!(
+            err,
+            "unknown input format \"xml\" (expected one of: auto, json, syslog, plain, logfmt, cef)"
+        );
         assert_eq!(InputFormat::default(), InputFormat::Auto);
     }
 
@@ -540,6 +614,58 @@ mod tests {
             decode(&d, r#"{"records":[{"a":1}]}"#).unwrap(),
             vec![json!({"a": 1})]
         );
+    }
+
+    #[test]
+    fn auto_detects_cef_and_logfmt() {
+        let d = decoder(InputFormat::Auto, Extract::Whole);
+        let cef = &decode(&d, "CEF:0|V|P|1|sig|Name|5|src=10.0.0.1").unwrap()[0];
+        assert_eq!(cef["cef"]["signature_id"], "sig");
+        assert_eq!(cef["src"], "10.0.0.1");
+        let wrapped = &decode(&d, "<134>Sep 19 08:26:10 fw CEF:0|V|P|1|s|n|3|act=deny").unwrap()[0];
+        assert_eq!(wrapped["act"], "deny");
+        assert_eq!(wrapped["syslog"]["hostname"], "fw");
+        let syslog = &decode(&d, "<134>Sep 19 08:26:10 fw sshd: accepted").unwrap()[0];
+        assert_eq!(syslog["hostname"], "fw");
+        assert_eq!(
+            decode(&d, r#"level=warn msg="token expired" user=bob"#).unwrap(),
+            vec![json!({"level": "warn", "msg": "token expired", "user": "bob"})]
+        );
+        // Words that are not pairs keep the line plain text.
+        assert_eq!(
+            decode(&d, "x=1 is more than y").unwrap(),
+            vec![json!({"message": "x=1 is more than y"})]
+        );
+        // An auto line with a broken CEF header is an error, not plain text.
+        let err = decode(&d, "CEF:0|V|P").unwrap_err();
+        assert_eq!(err.kind(), "cef");
+    }
+
+    #[test]
+    fn explicit_logfmt_and_cef_reject_other_lines() {
+        let d = decoder(InputFormat::Logfmt, Extract::Whole);
+        assert_eq!(
+            decode(&d, "debug user=bob").unwrap(),
+            vec![json!({"debug": true, "user": "bob"})]
+        );
+        let err = decode(&d, r#"msg="open"#).unwrap_err();
+        assert_eq!(err.to_string(), "not logfmt: an unterminated quoted value");
+        assert_eq!(err.kind(), "logfmt");
+        let d = decoder(InputFormat::Cef, Extract::Whole);
+        let err = decode(&d, r#"{"a":1}"#).unwrap_err();
+        assert_eq!(err.to_string(), "not CEF: no CEF:<version> header");
+        for format in [InputFormat::Logfmt, InputFormat::Cef] {
+            let err = Decoder::new(&DecoderConfig {
+                format,
+                extract: Extract::Jq(".".to_owned()),
+                ..DecoderConfig::default()
+            })
+            .unwrap_err();
+            assert!(
+                err.to_string()
+                    .ends_with(&format!("not --input-format {format}"))
+            );
+        }
     }
 
     #[test]
