@@ -18,9 +18,9 @@
 //! A file that is found but cannot be read or parsed is an error (exit code 3)
 //! naming the file and, for YAML errors, the line and column.
 //!
-//! Relative filesystem paths in the file (`rules`, `tls.cert`, `tls.key`,
-//! `tls.client_ca`, `state.db`) are resolved against the directory holding the
-//! file. Durations are either a number of seconds (`30`) or a
+//! Relative filesystem paths in the file (`rules`, `enrichers`, `tls.cert`,
+//! `tls.key`, `tls.client_ca`, `state.db`, the `nats` files) are resolved
+//! against the directory holding the file. Durations are either a number of seconds (`30`) or a
 //! [humantime](https://docs.rs/humantime) string (`30s`, `5m`, `1h 30m`).
 
 use std::ffi::OsString;
@@ -185,6 +185,8 @@ struct RawFile {
 pub struct DaemonSection {
     /// Sigma rule file or directory (`-r`). Resolved against the file's directory.
     pub rules: Option<PathBuf>,
+    /// The enrichers file (`--enrichers`). Resolved against the file's directory.
+    pub enrichers: Option<PathBuf>,
     /// Processing pipelines to apply, in order (`-p`). Default: none.
     #[serde(deserialize_with = "null_as_default")]
     pub pipelines: Vec<String>,
@@ -491,6 +493,7 @@ impl DaemonSection {
         }
         let paths = [
             &mut self.rules,
+            &mut self.enrichers,
             &mut self.tls.cert,
             &mut self.tls.key,
             &mut self.tls.client_ca,

@@ -394,6 +394,8 @@ pub struct DaemonConfig {
     pub workers: usize,
     /// The live tap.
     pub tap: TapConfig,
+    /// The enrichers file (`--enrichers`).
+    pub enrichers: Option<PathBuf>,
     /// Drain and stop at the end of standard input (else the daemon keeps
     /// serving until SIGTERM or SIGINT).
     pub exit_on_eof: bool,
@@ -431,6 +433,7 @@ impl DaemonConfig {
             watch: true,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tap: TapConfig::default(),
+            enrichers: None,
             exit_on_eof: false,
         }
     }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::DaemonConfig;
+use crate::enrich::Enrichment;
 use crate::metrics::Metrics;
 use crate::ruleset::Ruleset;
 use crate::sink::DeadLetter;
@@ -82,6 +83,8 @@ pub struct DaemonContext {
     pub tap: Arc<TapHub>,
     /// The API server's connection handle (for counts and shutdown).
     pub server: axum_server::Handle<std::net::SocketAddr>,
+    /// Post-evaluation enrichment, with `--enrichers`.
+    pub enrichment: Option<Enrichment>,
 }
 
 impl DaemonContext {
@@ -94,6 +97,7 @@ impl DaemonContext {
         reload_requests: mpsc::UnboundedSender<ReloadTrigger>,
         ingest: Ingest,
         tls: Option<TlsState>,
+        enrichment: Option<Enrichment>,
     ) -> Arc<DaemonContext> {
         let tap = Arc::new(TapHub::new(config.tap.clone()));
         let context = DaemonContext {
@@ -109,6 +113,7 @@ impl DaemonContext {
             tls,
             tap,
             server: axum_server::Handle::new(),
+            enrichment,
         };
         context.publish_rule_counts();
         Arc::new(context)

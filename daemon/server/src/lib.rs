@@ -8,6 +8,9 @@
 //!  workers (one thread per core): decode → evaluate → correlate
 //!     │  bounded output queue            └─ undecodable lines → DLQ
 //!     ▼
+//!  enrichment (with --enrichers; async, see [`enrich`])
+//!     │  bounded queue
+//!     ▼
 //!  sinks (stdout, file://…, nats://…) fan-out  └─ failed deliveries → DLQ
 //!     │
 //!     └─ receipts settle: a JetStream message is acknowledged once all its
@@ -21,6 +24,7 @@
 pub mod api;
 pub mod config;
 pub mod context;
+pub mod enrich;
 pub mod input;
 pub mod metrics;
 #[cfg(feature = "nats")]
@@ -121,7 +125,7 @@ pub async fn run_until(
     let listener = std::net::TcpListener::bind(config.api_addr).map_err(|err| {
         DaemonError::Config(format!("cannot listen on {}: {err}", config.api_addr))
     })?;
-    let (context, queues) = new_context(config, tls);
+    let (context, queues) = new_context(config, tls)?;
 
     // The listener comes up first: liveness holds while the rules load,
     // readiness does not.
@@ -152,7 +156,10 @@ pub async fn run_until(
     Ok(())
 }
 
-fn new_context(config: DaemonConfig, tls: Option<tls::TlsState>) -> (Arc<DaemonContext>, Queues) {
+fn new_context(
+    config: DaemonConfig,
+    tls: Option<tls::TlsState>,
+) -> Result<(Arc<DaemonContext>, Queues), DaemonError> {
     let (reload_requests, reloads) = mpsc::unbounded_channel();
     let (input_sender, input) = mpsc::channel(config.buffer_size);
     let (output_sender, output) = mpsc::channel(config.buffer_size);
@@ -165,6 +172,12 @@ fn new_context(config: DaemonConfig, tls: Option<tls::TlsState>) -> (Arc<DaemonC
     if tls.is_some() {
         metrics.register_tls();
     }
+    let enrichment = config
+        .enrichers
+        .as_deref()
+        .map(|path| enrich::Enrichment::start(path, metrics.registry()))
+        .transpose()
+        .map_err(DaemonError::Config)?;
     let context = DaemonContext::new(
         config,
         Ruleset::empty(),
@@ -172,6 +185,7 @@ fn new_context(config: DaemonConfig, tls: Option<tls::TlsState>) -> (Arc<DaemonC
         reload_requests,
         ingest,
         tls,
+        enrichment,
     );
     let queues = Queues {
         reloads,
@@ -181,7 +195,7 @@ fn new_context(config: DaemonConfig, tls: Option<tls::TlsState>) -> (Arc<DaemonC
         dead_letter_sender,
         dead_letters,
     };
-    (context, queues)
+    Ok((context, queues))
 }
 
 /// What runs beside the pipeline until shutdown.
@@ -231,6 +245,7 @@ async fn start(
                 .run(Arc::clone(context), stop_saving.clone()),
         ));
     }
+    let records = enrichment_stage(context, queues.output);
     let pipeline = Pipeline {
         workers: processor::spawn_workers(
             context.config.workers,
@@ -242,7 +257,7 @@ async fn start(
         ),
         outputs: spawn_thread("rsigma-sinks", {
             let (context, dead_letters) = (Arc::clone(context), queues.dead_letter_sender);
-            move || sink::run_outputs(context, sinks, queues.output, dead_letters)
+            move || sink::run_outputs(context, sinks, records, dead_letters)
         }),
         dead_letters: spawn_thread("rsigma-dlq", {
             let context = Arc::clone(context);
@@ -258,6 +273,20 @@ async fn start(
         _watcher: watcher,
     };
     Ok((running, pipeline, source))
+}
+
+/// With enrichers, starts the enrichment stage on the workers' records and
+/// returns its output queue; without, the workers' records go to the sinks.
+fn enrichment_stage(
+    context: &Arc<DaemonContext>,
+    records: mpsc::Receiver<sink::OutputChunk>,
+) -> mpsc::Receiver<sink::OutputChunk> {
+    if context.enrichment.is_none() {
+        return records;
+    }
+    let (enriched_sender, enriched) = mpsc::channel(context.config.buffer_size);
+    tokio::spawn(enrich::run(Arc::clone(context), records, enriched_sender));
+    enriched
 }
 
 fn spawn_thread(name: &str, run: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {

@@ -1,4 +1,5 @@
-//! Hot reload. The file watcher, SIGHUP and `POST /api/v1/reload` all send
+//! Hot reload (rules, pipelines, enrichers, TLS certificate). The file
+//! watcher, SIGHUP and `POST /api/v1/reload` all send
 //! requests to one task, which waits for a quiet period (so a burst of file
 //! changes, such as a ConfigMap update, causes one reload), loads the rule set
 //! off the async threads, and swaps it in atomically. A failed load keeps the
@@ -47,11 +48,9 @@ pub async fn run(
 pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
     if trigger == ReloadTrigger::Watch && context.last_reload().is_none_or(|r| r.ok) {
         let checking = Arc::clone(context);
-        let unchanged = tokio::task::spawn_blocking(move || {
-            ruleset::unchanged_on_disk(&checking.config, &checking.ruleset.load())
-        })
-        .await
-        .unwrap_or(false);
+        let unchanged = tokio::task::spawn_blocking(move || unchanged_on_disk(&checking))
+            .await
+            .unwrap_or(false);
         if unchanged {
             context.metrics.reloads_unchanged.inc();
             tracing::debug!("file event without a content change: no reload");
@@ -63,24 +62,10 @@ pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
     let loaded = tokio::task::spawn_blocking(move || ruleset::load(&loading.config))
         .await
         .expect("the rule loader does not panic");
-    // The certificate rotates in the same pass; a failure keeps the
-    // previous one and fails the reload.
-    let tls = match &context.tls {
-        Some(tls) => tls.reload(),
-        None => Ok(()),
-    };
-    let loaded = match (loaded, tls) {
-        (Ok(ruleset), Ok(())) => Ok(ruleset),
-        (Ok(ruleset), Err(tls_error)) => {
-            // The rules are fine: use them; report the certificate problem.
-            swap(context, ruleset);
-            Err(tls_error)
-        }
-        (Err(failure), Ok(())) => Err(failure.to_string()),
-        (Err(failure), Err(tls_error)) => Err(format!("{failure}; {tls_error}")),
-    };
-    match loaded {
+    let companions = reload_companions(context).await;
+    let failure = match loaded {
         Ok(ruleset) => {
+            // The rules are fine: use them, even if a companion failed.
             swap(context, ruleset);
             let active = context.ruleset.load();
             tracing::info!(
@@ -90,24 +75,56 @@ pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
                 hash = %active.digest,
                 "rules reloaded"
             );
-            context.record_reload(ReloadRecord {
-                at: Utc::now(),
-                ok: true,
-                error: None,
-                trigger,
-            });
+            (!companions.is_empty()).then(|| companions.join("; "))
         }
-        Err(failure) => {
-            context.metrics.reloads_failed.inc();
-            tracing::error!(trigger = ?trigger, error = %failure, "reload failed; keeping the previous rules");
-            context.record_reload(ReloadRecord {
-                at: Utc::now(),
-                ok: false,
-                error: Some(failure),
-                trigger,
-            });
-        }
+        Err(failure) => Some(
+            std::iter::once(failure.to_string())
+                .chain(companions)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    if let Some(failure) = &failure {
+        context.metrics.reloads_failed.inc();
+        tracing::error!(trigger = ?trigger, error = %failure, "reload failed; keeping the previous rules, certificate or enrichers");
     }
+    context.record_reload(ReloadRecord {
+        at: Utc::now(),
+        ok: failure.is_none(),
+        error: failure,
+        trigger,
+    });
+}
+
+/// Whether the rules, pipelines and enrichers on disk are what the active
+/// ones were loaded from.
+fn unchanged_on_disk(context: &DaemonContext) -> bool {
+    ruleset::unchanged_on_disk(&context.config, &context.ruleset.load())
+        && context
+            .enrichment
+            .as_ref()
+            .is_none_or(|enrichment| enrichment.unchanged_on_disk())
+}
+
+/// Rotates what reloads with the rules: the TLS certificate and the
+/// enrichers. Each failure keeps the previous one and is returned.
+async fn reload_companions(context: &Arc<DaemonContext>) -> Vec<String> {
+    let mut failures = Vec::new();
+    if let Some(tls) = &context.tls
+        && let Err(err) = tls.reload()
+    {
+        failures.push(err);
+    }
+    if context.enrichment.is_some() {
+        let loading = Arc::clone(context);
+        let reloaded = tokio::task::spawn_blocking(move || {
+            loading.enrichment.as_ref().expect("checked").reload()
+        })
+        .await
+        .expect("the enrichers loader does not panic");
+        failures.extend(reloaded.err());
+    }
+    failures
 }
 
 /// Makes `new` the active rule set, carrying over the state of correlations
@@ -150,6 +167,7 @@ pub fn watch(context: &Arc<DaemonContext>) -> Result<RecommendedWatcher, String>
             .map(PathBuf::from)
             .filter(|p| p.is_file()),
     );
+    paths.extend(context.config.enrichers.clone());
     for path in paths {
         // A directory is watched recursively; a file through its directory,
         // so that editors replacing it (rename over) are seen.

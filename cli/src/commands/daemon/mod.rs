@@ -162,6 +162,10 @@ pub struct DaemonArgs {
     /// Enable GET /api/v1/tap (live event capture; exposes raw events: use behind mTLS).
     #[arg(long)]
     pub enable_tap: bool,
+
+    /// YAML file of post-evaluation enrichers (docs/enrichers.md); reloaded with the rules.
+    #[arg(long, value_name = "PATH")]
+    pub enrichers: Option<PathBuf>,
 }
 
 /// Runs `rsigma engine daemon` until it stops.
@@ -326,6 +330,7 @@ fn build_config(args: &DaemonArgs, file: &DaemonSection) -> Result<DaemonConfig,
     }
     config.watch = !args.no_watch;
     config.exit_on_eof = args.exit_on_eof;
+    config.enrichers = args.enrichers.clone().or_else(|| file.enrichers.clone());
     config.nats = args.nats.config(&file.nats)?;
     let defaults = TapConfig::default();
     config.tap = TapConfig {

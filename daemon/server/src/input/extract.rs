@@ -18,14 +18,14 @@ use super::{DecodeError, ExtractKind, json_kind};
 pub const MAX_JQ_OUTPUTS: usize = 100_000;
 
 /// A compiled jq filter.
-pub(super) struct JqFilter {
+pub(crate) struct JqFilter {
     filter: Filter<JustLut<Val>>,
 }
 
 impl JqFilter {
     /// Parses and compiles `code` with jaq's core, standard and JSON
     /// libraries. The error is a one-line reason.
-    pub(super) fn compile(code: &str) -> Result<JqFilter, String> {
+    pub(crate) fn compile(code: &str) -> Result<JqFilter, String> {
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs());
@@ -86,6 +86,27 @@ impl JqFilter {
             out.push(val_to_json(value));
         }
         Ok(())
+    }
+}
+
+impl JqFilter {
+    /// Runs the filter on `input` and returns every result, whatever its
+    /// type (for enrichers' `extract`); at most [`MAX_JQ_OUTPUTS`].
+    pub(crate) fn values(&self, input: Value) -> Result<Vec<Value>, String> {
+        let input: Val = serde_json::from_value(input).map_err(|err| err.to_string())?;
+        let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
+        let mut values = Vec::new();
+        for result in self.filter.id.run((ctx, input)) {
+            if values.len() == MAX_JQ_OUTPUTS {
+                return Err(format!("more than {MAX_JQ_OUTPUTS} results"));
+            }
+            let value = result.map_err(|exn| match exn.get_err() {
+                Ok(error) => error_text(error.into_val()),
+                Err(_) => "halt or unexpected control flow".to_owned(),
+            })?;
+            values.push(val_to_json(value));
+        }
+        Ok(values)
     }
 }
 
@@ -225,16 +246,21 @@ fn num_to_json(n: &Num) -> Value {
 }
 
 /// A compiled JSONPath query.
-pub(super) struct JsonPathQuery {
+pub(crate) struct JsonPathQuery {
     path: JsonPath,
 }
 
 impl JsonPathQuery {
     /// Parses an RFC 9535 query. The error is a one-line reason.
-    pub(super) fn compile(query: &str) -> Result<JsonPathQuery, String> {
+    pub(crate) fn compile(query: &str) -> Result<JsonPathQuery, String> {
         JsonPath::parse(query)
             .map(|path| JsonPathQuery { path })
             .map_err(|error| error.to_string())
+    }
+
+    /// Every node the query selects in `doc`, whatever its type.
+    pub(crate) fn values(&self, doc: &Value) -> Vec<Value> {
+        self.path.query(doc).all().into_iter().cloned().collect()
     }
 
     /// Appends every node the query selects in `doc` to `out`; each must be

@@ -24,7 +24,7 @@
 //! to decode yields a [`DecodeError`] and leaves the output vector as it was.
 
 mod cef;
-mod extract;
+pub(crate) mod extract;
 mod logfmt;
 mod syslog;
 
