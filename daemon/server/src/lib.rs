@@ -24,6 +24,7 @@
 pub mod api;
 pub mod config;
 pub mod context;
+mod egress;
 pub mod enrich;
 pub mod input;
 pub mod metrics;

@@ -236,6 +236,19 @@ impl PipelineSet {
         &self.pipelines
     }
 
+    /// Every pipeline's `vars`, to rewrite (the daemon puts the values of
+    /// dynamic sources in place of `${source.ID}` references): the pipeline's
+    /// origin, the variable's name and its values.
+    pub fn vars_mut(&mut self) -> impl Iterator<Item = (&Path, &str, &mut Vec<String>)> {
+        self.pipelines.iter_mut().flat_map(|pipeline| {
+            let origin = pipeline.origin.as_path();
+            pipeline
+                .vars
+                .iter_mut()
+                .map(move |(name, values)| (origin, name.as_str(), values))
+        })
+    }
+
     /// True when the set holds no pipeline.
     pub fn is_empty(&self) -> bool {
         self.pipelines.is_empty()
