@@ -187,6 +187,9 @@ pub struct DaemonSection {
     pub rules: Option<PathBuf>,
     /// The enrichers file (`--enrichers`). Resolved against the file's directory.
     pub enrichers: Option<PathBuf>,
+    /// Dynamic source declarations (`--source`). Resolved against the file's directory.
+    #[serde(deserialize_with = "null_as_default")]
+    pub sources: Vec<PathBuf>,
     /// Processing pipelines to apply, in order (`-p`). Default: none.
     #[serde(deserialize_with = "null_as_default")]
     pub pipelines: Vec<String>,
@@ -503,7 +506,8 @@ impl DaemonSection {
             &mut self.nats.tls_key,
             &mut self.nats.tls_ca,
         ];
-        for path in paths.into_iter().flatten() {
+        let listed = self.sources.iter_mut();
+        for path in paths.into_iter().flatten().chain(listed) {
             if path.is_relative() {
                 *path = dir.join(&*path);
             }

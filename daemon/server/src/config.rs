@@ -396,6 +396,8 @@ pub struct DaemonConfig {
     pub tap: TapConfig,
     /// The enrichers file (`--enrichers`).
     pub enrichers: Option<PathBuf>,
+    /// Dynamic source declaration files or directories (`--source`).
+    pub sources: Vec<PathBuf>,
     /// Drain and stop at the end of standard input (else the daemon keeps
     /// serving until SIGTERM or SIGINT).
     pub exit_on_eof: bool,
@@ -434,6 +436,7 @@ impl DaemonConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tap: TapConfig::default(),
             enrichers: None,
+            sources: Vec::new(),
             exit_on_eof: false,
         }
     }

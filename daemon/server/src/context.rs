@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::config::DaemonConfig;
 use crate::enrich::Enrichment;
+use crate::sources::Sources;
 use crate::metrics::Metrics;
 use crate::ruleset::Ruleset;
 use crate::sink::DeadLetter;
@@ -30,6 +31,8 @@ pub enum ReloadTrigger {
     Signal,
     /// A change under the watched paths.
     Watch,
+    /// A dynamic source's value changed on its refresh interval.
+    Source,
 }
 
 /// The outcome of the last reload.
@@ -53,6 +56,15 @@ pub struct Ingest {
     pub lines: mpsc::Sender<InputLine>,
     /// The dead-letter queue.
     pub rejected: mpsc::Sender<DeadLetter>,
+}
+
+/// The optional stages a daemon is built with.
+#[derive(Default)]
+pub struct Extensions {
+    /// `--enrichers`.
+    pub enrichment: Option<Enrichment>,
+    /// `--source`.
+    pub sources: Option<Sources>,
 }
 
 /// State shared by every task of a running daemon.
@@ -85,6 +97,8 @@ pub struct DaemonContext {
     pub server: axum_server::Handle<std::net::SocketAddr>,
     /// Post-evaluation enrichment, with `--enrichers`.
     pub enrichment: Option<Enrichment>,
+    /// Dynamic pipeline sources, with `--source`.
+    pub sources: Option<Sources>,
 }
 
 impl DaemonContext {
@@ -97,7 +111,7 @@ impl DaemonContext {
         reload_requests: mpsc::UnboundedSender<ReloadTrigger>,
         ingest: Ingest,
         tls: Option<TlsState>,
-        enrichment: Option<Enrichment>,
+        extensions: Extensions,
     ) -> Arc<DaemonContext> {
         let tap = Arc::new(TapHub::new(config.tap.clone()));
         let context = DaemonContext {
@@ -113,7 +127,8 @@ impl DaemonContext {
             tls,
             tap,
             server: axum_server::Handle::new(),
-            enrichment,
+            enrichment: extensions.enrichment,
+            sources: extensions.sources,
         };
         context.publish_rule_counts();
         Arc::new(context)

@@ -38,6 +38,7 @@ pub mod reload;
 pub mod ruleset;
 pub mod sink;
 pub mod source;
+pub mod sources;
 pub mod tap;
 pub mod tls;
 
@@ -173,10 +174,14 @@ fn new_context(
     if tls.is_some() {
         metrics.register_tls();
     }
+    let sources = (!config.sources.is_empty())
+        .then(|| sources::Sources::declare(&config.sources, metrics.registry()))
+        .transpose()
+        .map_err(DaemonError::Config)?;
     let enrichment = config
         .enrichers
         .as_deref()
-        .map(|path| enrich::Enrichment::start(path, metrics.registry()))
+        .map(|path| enrich::Enrichment::start(path, sources.as_ref(), metrics.registry()))
         .transpose()
         .map_err(DaemonError::Config)?;
     let context = DaemonContext::new(
@@ -186,7 +191,10 @@ fn new_context(
         reload_requests,
         ingest,
         tls,
-        enrichment,
+        context::Extensions {
+            enrichment,
+            sources,
+        },
     );
     let queues = Queues {
         reloads,
@@ -216,6 +224,9 @@ async fn start(
     queues: Queues,
     hangups: tokio::signal::unix::Signal,
 ) -> Result<(Running, Pipeline, Source), DaemonError> {
+    if let Some(sources) = &context.sources {
+        sources.fetch_all().await.map_err(DaemonError::Config)?;
+    }
     load_first_rules(context).await?;
     let transports = Transports::connect(context).await?;
     let sinks = open_sinks(context, &transports, &context.config.outputs).await?;
@@ -237,6 +248,7 @@ async fn start(
     let mut tasks = vec![
         tokio::spawn(reload::on_sighup(Arc::clone(context), hangups)),
         tokio::spawn(reload::run(Arc::clone(context), queues.reloads)),
+        tokio::spawn(sources::run_intervals(Arc::clone(context))),
     ];
     let stop_saving = CancellationToken::new();
     if let Some(persistence) = &persistence {
@@ -299,7 +311,9 @@ fn spawn_thread(name: &str, run: impl FnOnce() + Send + 'static) -> std::thread:
 
 async fn load_first_rules(context: &Arc<DaemonContext>) -> Result<(), DaemonError> {
     let loading = Arc::clone(context);
-    let first = tokio::task::spawn_blocking(move || ruleset::load(&loading.config))
+    let first = tokio::task::spawn_blocking(move || {
+        ruleset::load(&loading.config, loading.sources.as_ref())
+    })
         .await
         .expect("the rule loader does not panic");
     match first {

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::context::{DaemonContext, ReloadRecord, ReloadTrigger};
 use crate::ruleset::{self, Ruleset};
+use crate::sources::Refreshed;
 
 /// Runs reloads until every request sender is gone.
 pub async fn run(
@@ -46,7 +47,17 @@ pub async fn run(
 /// happens. Explicit reloads (API, SIGHUP) always load, since they also
 /// rotate the TLS certificate.
 pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
-    if trigger == ReloadTrigger::Watch && context.last_reload().is_none_or(|r| r.ok) {
+    // Watched source files are read first: their change is a change even
+    // when no rule file changed.
+    let mut refreshed = match &context.sources {
+        Some(sources) => sources.refresh_watched().await,
+        None => Refreshed::default(),
+    };
+    if trigger == ReloadTrigger::Watch
+        && !refreshed.changed
+        && refreshed.failures.is_empty()
+        && context.last_reload().is_none_or(|r| r.ok)
+    {
         let checking = Arc::clone(context);
         let unchanged = tokio::task::spawn_blocking(move || unchanged_on_disk(&checking))
             .await
@@ -58,11 +69,19 @@ pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
         }
     }
     context.metrics.reloads.inc();
+    if let Some(sources) = &context.sources {
+        refreshed
+            .failures
+            .extend(sources.refresh_on_reload().await.failures);
+    }
     let loading = Arc::clone(context);
-    let loaded = tokio::task::spawn_blocking(move || ruleset::load(&loading.config))
-        .await
-        .expect("the rule loader does not panic");
-    let companions = reload_companions(context).await;
+    let loaded = tokio::task::spawn_blocking(move || {
+        ruleset::load(&loading.config, loading.sources.as_ref())
+    })
+    .await
+    .expect("the rule loader does not panic");
+    let mut companions = refreshed.failures;
+    companions.extend(reload_companions(context).await);
     let failure = match loaded {
         Ok(ruleset) => {
             // The rules are fine: use them, even if a companion failed.
@@ -118,7 +137,8 @@ async fn reload_companions(context: &Arc<DaemonContext>) -> Vec<String> {
     if context.enrichment.is_some() {
         let loading = Arc::clone(context);
         let reloaded = tokio::task::spawn_blocking(move || {
-            loading.enrichment.as_ref().expect("checked").reload()
+            let enrichment = loading.enrichment.as_ref().expect("checked");
+            enrichment.reload(loading.sources.as_ref())
         })
         .await
         .expect("the enrichers loader does not panic");
@@ -168,6 +188,9 @@ pub fn watch(context: &Arc<DaemonContext>) -> Result<RecommendedWatcher, String>
             .filter(|p| p.is_file()),
     );
     paths.extend(context.config.enrichers.clone());
+    if let Some(sources) = &context.sources {
+        paths.extend(sources.watched_files());
+    }
     for path in paths {
         // A directory is watched recursively; a file through its directory,
         // so that editors replacing it (rename over) are seen.

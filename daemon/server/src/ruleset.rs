@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::config::DaemonConfig;
+use crate::sources::Sources;
 
 use chrono::{DateTime, Utc};
 use rsigma_engine::pipeline::PipelineSet;
@@ -91,15 +92,21 @@ impl fmt::Display for LoadFailure {
 
 /// Loads the pipelines, then the rules, applies the pipelines and compiles
 /// with the configured engine options.
-pub fn load(config: &DaemonConfig) -> Result<Ruleset, LoadFailure> {
+///
+/// `${source.ID}` references in the pipelines' `vars` take the values the
+/// dynamic sources hold now.
+pub fn load(config: &DaemonConfig, sources: Option<&Sources>) -> Result<Ruleset, LoadFailure> {
     let pipelines_digest = pipelines_digest(config);
     let rules = config.rules.as_path();
     let correlation = &config.correlation;
-    let pipelines = PipelineSet::load(&config.pipelines).map_err(|err| LoadFailure {
+    let pipeline_failure = |reason: String| LoadFailure {
         unreadable: false,
         pipeline: true,
-        reasons: vec![err.to_string()],
-    })?;
+        reasons: vec![reason],
+    };
+    let mut pipelines =
+        PipelineSet::load(&config.pipelines).map_err(|err| pipeline_failure(err.to_string()))?;
+    Sources::resolve_vars(sources, &mut pipelines).map_err(pipeline_failure)?;
     if let Err(err) = std::fs::metadata(rules) {
         return Err(LoadFailure {
             unreadable: true,

@@ -166,6 +166,10 @@ pub struct DaemonArgs {
     /// YAML file of post-evaluation enrichers (docs/enrichers.md); reloaded with the rules.
     #[arg(long, value_name = "PATH")]
     pub enrichers: Option<PathBuf>,
+
+    /// Dynamic source declarations: a YAML file, or a directory of them (docs/sources.md). Repeatable.
+    #[arg(long = "source", value_name = "FILE_OR_DIR")]
+    pub sources: Vec<PathBuf>,
 }
 
 /// Runs `rsigma engine daemon` until it stops.
@@ -331,6 +335,11 @@ fn build_config(args: &DaemonArgs, file: &DaemonSection) -> Result<DaemonConfig,
     config.watch = !args.no_watch;
     config.exit_on_eof = args.exit_on_eof;
     config.enrichers = args.enrichers.clone().or_else(|| file.enrichers.clone());
+    config.sources = if args.sources.is_empty() {
+        file.sources.clone()
+    } else {
+        args.sources.clone()
+    };
     config.nats = args.nats.config(&file.nats)?;
     let defaults = TapConfig::default();
     config.tap = TapConfig {

@@ -19,10 +19,11 @@
 //! The file is reloaded with the rules; a file that fails to load keeps the
 //! previous enrichers and fails the reload (readiness off), as rules do.
 
-mod command;
+pub(crate) mod command;
 pub(crate) mod config;
 mod http;
-mod template;
+mod lookup;
+pub(crate) mod template;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,7 +38,9 @@ use crate::input::extract::{JqFilter, JsonPathQuery};
 use crate::sink::OutputChunk;
 use command::CommandEnricher;
 use config::{EnricherSpec, ExtractType, FileSpec, Kind, OnError, Primitive, ScopeSpec};
+use crate::sources::Sources;
 use http::{HttpEnricher, HttpSettings};
+use lookup::Lookup;
 use template::Template;
 
 /// Chunks of records being enriched at once; the output queue holds the
@@ -73,6 +76,7 @@ struct Enricher {
 
 enum Action {
     Template(Template),
+    Lookup(Lookup),
     Http(HttpEnricher),
     Command(CommandEnricher),
 }
@@ -85,7 +89,8 @@ pub(crate) enum Extractor {
 }
 
 impl Extractor {
-    fn compile(kind: ExtractType, code: &str) -> Result<Extractor, String> {
+    /// Compiles an `extract` expression.
+    pub(crate) fn compile(kind: ExtractType, code: &str) -> Result<Extractor, String> {
         match kind {
             ExtractType::Jq => JqFilter::compile(code)
                 .map(Extractor::Jq)
@@ -181,7 +186,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 impl EnricherSet {
     /// Reads and checks the file. The error names the file and, for an
     /// enricher's fault, its id and key.
-    pub fn load(path: &Path) -> Result<EnricherSet, String> {
+    pub fn load(path: &Path, sources: Option<&Sources>) -> Result<EnricherSet, String> {
         let fail = |reason: String| format!("enrichers file {}: {reason}", path.display());
         let text = std::fs::read_to_string(path).map_err(|err| fail(err.to_string()))?;
         let spec: FileSpec = yaml_serde::from_str(&text).map_err(|err| fail(err.to_string()))?;
@@ -198,8 +203,8 @@ impl EnricherSet {
             if enrichers.iter().any(|e| e.id == id) {
                 return Err(fail(format!("enricher {id:?} is declared twice")));
             }
-            let compiled =
-                compile(enricher).map_err(|err| fail(format!("enricher {id:?}: {err}")))?;
+            let compiled = compile(enricher, sources)
+                .map_err(|err| fail(format!("enricher {id:?}: {err}")))?;
             if let Some(other) = enrichers
                 .iter()
                 .find(|e| e.kind == compiled.kind && e.inject_field == compiled.inject_field)
@@ -233,7 +238,7 @@ pub fn file_digest(path: &Path) -> String {
     digest.finish()
 }
 
-fn compile(spec: EnricherSpec) -> Result<Enricher, String> {
+fn compile(spec: EnricherSpec, sources: Option<&Sources>) -> Result<Enricher, String> {
     spec.check_keys()?;
     if spec.inject_field.is_empty() {
         return Err("inject_field is empty".into());
@@ -260,12 +265,14 @@ fn compile(spec: EnricherSpec) -> Result<Enricher, String> {
         Primitive::Template => {
             Action::Template(parse("template", &required("template", &spec.template)?)?)
         }
-        Primitive::Lookup => {
-            return Err(
-                "type lookup reads a dynamic source (--source), which this build does not have yet"
-                    .into(),
-            );
-        }
+        Primitive::Lookup => Action::Lookup(Lookup::new(
+            required("source", &spec.source)?,
+            spec.extract
+                .map(|text| (spec.extract_type.unwrap_or_default(), text)),
+            spec.default,
+            kind,
+            sources,
+        )?),
         Primitive::Http => {
             let url = parse("url", &required("url", &spec.url)?)?;
             let mut headers = Vec::new();
@@ -530,7 +537,11 @@ async fn call(
         .expect("the semaphore is never closed");
     metrics.in_flight.inc();
     let started = Instant::now();
-    let result = tokio::time::timeout(enricher.timeout, invoke(enricher, record)).await;
+    let result = tokio::time::timeout(
+        enricher.timeout,
+        invoke(enricher, record, context.sources.as_ref()),
+    )
+    .await;
     metrics.in_flight.dec();
     metrics
         .duration
@@ -577,8 +588,15 @@ async fn call(
 
 /// The enricher's own work: its value (none when `extract` selected
 /// nothing) and whether it came from a cache.
-async fn invoke(enricher: &Enricher, record: &Value) -> Result<(Option<Value>, bool), String> {
+async fn invoke(
+    enricher: &Enricher,
+    record: &Value,
+    sources: Option<&Sources>,
+) -> Result<(Option<Value>, bool), String> {
     match &enricher.action {
+        Action::Lookup(lookup) => lookup
+            .call(record, sources.expect("checked when the file loaded"))
+            .map(|value| (value, false)),
         Action::Template(template) => template
             .render_plain(record)
             .map(|text| (Some(Value::String(text)), false)),
@@ -601,8 +619,12 @@ pub struct Enrichment {
 impl Enrichment {
     /// Loads the file (at startup: an error is a configuration error) and
     /// registers the metrics.
-    pub fn start(path: &Path, registry: &Registry) -> Result<Enrichment, String> {
-        let set = EnricherSet::load(path)?;
+    pub fn start(
+        path: &Path,
+        sources: Option<&Sources>,
+        registry: &Registry,
+    ) -> Result<Enrichment, String> {
+        let set = EnricherSet::load(path, sources)?;
         Ok(Enrichment {
             path: path.to_path_buf(),
             set: arc_swap::ArcSwap::from_pointee(set),
@@ -617,8 +639,8 @@ impl Enrichment {
 
     /// Loads the file again; on success the new enrichers replace the old
     /// (calls in flight finish with the old), on failure nothing changes.
-    pub fn reload(&self) -> Result<(), String> {
-        let set = EnricherSet::load(&self.path)?;
+    pub fn reload(&self, sources: Option<&Sources>) -> Result<(), String> {
+        let set = EnricherSet::load(&self.path, sources)?;
         tracing::info!(enrichers = set.enrichers.len(), "enrichers reloaded");
         self.set.store(Arc::new(set));
         Ok(())

@@ -53,12 +53,26 @@ impl Template {
     /// Parses `text` for an enricher of `kind`; `${NAME}` is read from the
     /// environment now.
     pub(crate) fn parse(text: &str, kind: Kind) -> Result<Template, String> {
-        Template::parse_with(text, kind, |name| std::env::var(name).ok())
+        Template::parse_with(text, Some(kind), |name| std::env::var(name).ok())
+    }
+
+    /// Expands a text that may refer to environment variables only (a
+    /// dynamic source's settings).
+    pub(crate) fn expand_env(text: &str) -> Result<String, String> {
+        Template::parse_with(text, None, |name| std::env::var(name).ok())?
+            .render_plain(&Value::Null)
+    }
+
+    /// A template without references.
+    pub(crate) fn literal(text: &str) -> Template {
+        let mut segments = Vec::new();
+        push_text(&mut segments, text);
+        Template { segments }
     }
 
     fn parse_with(
         text: &str,
-        kind: Kind,
+        kind: Option<Kind>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Template, String> {
         let mut segments = Vec::new();
@@ -108,6 +122,48 @@ impl Template {
     }
 }
 
+/// Checks that every `${...}` of `text` sits inside a string literal
+/// delimited by one of `quotes` (with backslash escapes): what a `lookup`
+/// enricher's `extract` needs, so that a record's value, escaped by
+/// [`escape_in_string`], stays data and never becomes query code.
+pub(crate) fn check_references_quoted(text: &str, quotes: &[char]) -> Result<(), String> {
+    let mut open: Option<char> = None;
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match open {
+            Some(_) if c == '\\' => {
+                chars.next();
+            }
+            Some(quote) if c == quote => open = None,
+            Some(_) => {}
+            None if quotes.contains(&c) => open = Some(c),
+            None if text[at..].starts_with("${") => {
+                let end = text[at..].find('}').map_or(text.len(), |e| at + e + 1);
+                return Err(format!(
+                    "{} must be inside a quoted string (a record's value is inserted as string content)",
+                    &text[at..end]
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Escapes a value for the inside of a `"` or `'` string literal of jq or
+/// JSONPath.
+pub(crate) fn escape_in_string(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\'' => out.push_str("\\u0027"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+}
+
 fn push_text(segments: &mut Vec<Segment>, text: &str) {
     if text.is_empty() {
         return;
@@ -120,7 +176,7 @@ fn push_text(segments: &mut Vec<Segment>, text: &str) {
 }
 
 /// The reference `name` names, `None` for an environment variable.
-fn reference(name: &str, kind: Kind) -> Result<Option<Reference>, String> {
+fn reference(name: &str, kind: Option<Kind>) -> Result<Option<Reference>, String> {
     let (namespace, path) = match name.split_once('.') {
         Some((ns @ ("detection" | "correlation"), path)) => (ns, path),
         _ if is_env_name(name) => return Ok(None),
@@ -129,6 +185,11 @@ fn reference(name: &str, kind: Kind) -> Result<Option<Reference>, String> {
                 "${{{name}}} is neither a record reference nor a variable name"
             ));
         }
+    };
+    let Some(kind) = kind else {
+        return Err(format!(
+            "${{{name}}}: only environment variables can be used here"
+        ));
     };
     if namespace != kind.as_str() {
         return Err(format!(
@@ -267,7 +328,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(text: &str, kind: Kind) -> Result<Template, String> {
-        Template::parse_with(text, kind, |name| {
+        Template::parse_with(text, Some(kind), |name| {
             (name == "API_HOST").then(|| "intel.test".to_owned())
         })
     }
@@ -353,6 +414,25 @@ mod tests {
         ] {
             assert_eq!(parse(text, kind).unwrap_err(), error, "{text}");
         }
+    }
+
+    #[test]
+    fn references_in_queries_must_be_quoted_and_are_escaped() {
+        assert!(check_references_quoted(r#".["${detection.fields.User}"]"#, &['"']).is_ok());
+        assert!(check_references_quoted("$['${detection.fields.User}']", &['"', '\'']).is_ok());
+        assert!(check_references_quoted(r#"."a\"${x}""#, &['"']).is_ok());
+        let err = check_references_quoted(".[${detection.fields.User}]", &['"']).unwrap_err();
+        assert!(
+            err.starts_with("${detection.fields.User} must be inside a quoted string"),
+            "{err}"
+        );
+        let mut out = String::new();
+        escape_in_string("a\"b'c\\d\ne", &mut out);
+        assert_eq!(out, r#"a\"b\u0027c\\d\u000ae"#);
+        assert_eq!(
+            Template::expand_env("${detection.rule.id}").unwrap_err(),
+            "${detection.rule.id}: only environment variables can be used here"
+        );
     }
 
     #[test]

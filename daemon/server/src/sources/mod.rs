@@ -1,0 +1,438 @@
+//! Dynamic pipeline sources (`--source FILE_OR_DIR`): values fetched from
+//! files, HTTP endpoints or programs that feed pipeline `vars` through
+//! `${source.ID}` references, and `lookup` enrichers.
+//!
+//! Every source is fetched at startup (a failure with `on_error: fail` or
+//! `keep_last` is exit 3). Afterwards, by its `refresh`:
+//!
+//! | `refresh` | fetched again |
+//! | --- | --- |
+//! | `never` (default) | never |
+//! | `on_reload` | at every reload (SIGHUP, `POST /api/v1/reload`, a watched file change) |
+//! | `watch` (file sources) | when the file changes (its directory is watched), and at every reload |
+//! | a duration (`5m`) | every interval; a changed value triggers a reload |
+//!
+//! A reload recompiles the rules with the values in the cache, off the hot
+//! path, and swaps them in whole, like any reload.
+
+pub(crate) mod config;
+mod fetch;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use serde_json::Value;
+
+use crate::context::{DaemonContext, ReloadRecord, ReloadTrigger};
+use crate::enrich::Extractor;
+use config::{FileSpec, OnError, SourceSpec, SourceType};
+use fetch::Fetcher;
+
+/// When a source is fetched again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    Never,
+    OnReload,
+    Watch,
+    Every(Duration),
+}
+
+/// What fetching some sources again did.
+#[derive(Debug, Default)]
+pub struct Refreshed {
+    /// Some value changed.
+    pub changed: bool,
+    /// The failures of `on_error: fail` sources (they keep their value).
+    pub failures: Vec<String>,
+}
+
+/// One declared source.
+pub(crate) struct Source {
+    id: String,
+    /// The declaration file (for messages).
+    declared_in: PathBuf,
+    refresh: Refresh,
+    on_error: OnError,
+    timeout: Duration,
+    fetcher: Fetcher,
+}
+
+/// The declared sources and their last values.
+pub struct Sources {
+    sources: Vec<Source>,
+    values: Mutex<HashMap<String, Arc<Value>>>,
+    metrics: SourceMetrics,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.sources.iter().map(|s| s.id.as_str()).collect();
+        f.debug_struct("Sources").field("sources", &ids).finish()
+    }
+}
+
+/// Metrics of the sources, registered with `--source`.
+struct SourceMetrics {
+    fetches: IntCounterVec,
+    last_success: IntGaugeVec,
+}
+
+impl SourceMetrics {
+    fn register(registry: &Registry) -> SourceMetrics {
+        let metrics = SourceMetrics {
+            fetches: IntCounterVec::new(
+                Opts::new(
+                    "rsigma_source_fetches_total",
+                    "Fetches of dynamic pipeline sources by source and outcome (ok, error)",
+                ),
+                &["source", "outcome"],
+            )
+            .expect("valid metric"),
+            last_success: IntGaugeVec::new(
+                Opts::new(
+                    "rsigma_source_last_success_timestamp_seconds",
+                    "Unix time of each source's last successful fetch",
+                ),
+                &["source"],
+            )
+            .expect("valid metric"),
+        };
+        registry
+            .register(Box::new(metrics.fetches.clone()))
+            .and_then(|()| registry.register(Box::new(metrics.last_success.clone())))
+            .expect("source metrics are registered once");
+        metrics
+    }
+}
+
+impl Sources {
+    /// Reads the declarations of every `--source` path (a directory: its
+    /// `*.yml`/`*.yaml` files in name order). Ids must be unique.
+    pub fn declare(paths: &[PathBuf], registry: &Registry) -> Result<Sources, String> {
+        let mut sources: Vec<Source> = Vec::new();
+        for file in declaration_files(paths)? {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|err| format!("source file {}: {err}", file.display()))?;
+            let spec: FileSpec = yaml_serde::from_str(&text)
+                .map_err(|err| format!("source file {}: {err}", file.display()))?;
+            let dir = file.parent().unwrap_or(Path::new("."));
+            for source in spec.sources {
+                let id = source.id.clone();
+                if let Some(other) = sources.iter().find(|s| s.id == id) {
+                    return Err(format!(
+                        "source {id:?} is declared in {} and in {}",
+                        other.declared_in.display(),
+                        file.display()
+                    ));
+                }
+                let compiled = compile(source, dir, &file).map_err(|err| {
+                    format!("source file {}: source {id:?}: {err}", file.display())
+                })?;
+                sources.push(compiled);
+            }
+        }
+        Ok(Sources {
+            sources,
+            values: Mutex::new(HashMap::new()),
+            metrics: SourceMetrics::register(registry),
+        })
+    }
+
+    /// Whether `id` is declared.
+    pub fn is_declared(&self, id: &str) -> bool {
+        self.sources.iter().any(|s| s.id == id)
+    }
+
+    /// The last value of `id`.
+    pub fn value(&self, id: &str) -> Option<Arc<Value>> {
+        self.values.lock().expect("not poisoned").get(id).cloned()
+    }
+
+    /// The files of `watch` sources, for the file watcher.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        self.sources
+            .iter()
+            .filter(|s| s.refresh == Refresh::Watch)
+            .filter_map(|s| s.fetcher.file().map(Path::to_path_buf))
+            .collect()
+    }
+
+    /// Fetches every source (startup). Any failure is an error naming the
+    /// source, except with `on_error: empty`.
+    pub async fn fetch_all(&self) -> Result<(), String> {
+        for source in &self.sources {
+            self.refresh(source, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Fetches the `watch` sources again (any reload, and file events).
+    pub async fn refresh_watched(&self) -> Refreshed {
+        self.refresh_where(|refresh| refresh == Refresh::Watch).await
+    }
+
+    /// Fetches the `on_reload` sources again (a reload).
+    pub async fn refresh_on_reload(&self) -> Refreshed {
+        self.refresh_where(|refresh| refresh == Refresh::OnReload)
+            .await
+    }
+
+    async fn refresh_where(&self, due: impl Fn(Refresh) -> bool) -> Refreshed {
+        let mut refreshed = Refreshed::default();
+        for source in self.sources.iter().filter(|s| due(s.refresh)) {
+            match self.refresh(source, false).await {
+                Ok(changed) => refreshed.changed |= changed,
+                Err(err) => refreshed.failures.push(err),
+            }
+        }
+        refreshed
+    }
+
+    /// Fetches one source and stores its value by its `on_error`. Returns
+    /// whether the stored value changed.
+    async fn refresh(&self, source: &Source, startup: bool) -> Result<bool, String> {
+        let fetched = match tokio::time::timeout(source.timeout, source.fetcher.fetch()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "timed out after {}",
+                humantime::format_duration(source.timeout)
+            )),
+        };
+        let outcome = if fetched.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .fetches
+            .with_label_values(&[&source.id, outcome])
+            .inc();
+        let value = match fetched {
+            Ok(value) => {
+                self.metrics
+                    .last_success
+                    .with_label_values(&[&source.id])
+                    .set(chrono::Utc::now().timestamp());
+                value
+            }
+            Err(reason) => {
+                let reason = format!("source {:?}: {reason}", source.id);
+                match source.on_error {
+                    OnError::Empty => {
+                        tracing::warn!("{reason}; using an empty value (on_error: empty)");
+                        Value::Array(Vec::new())
+                    }
+                    OnError::KeepLast if !startup => {
+                        tracing::warn!("{reason}; keeping the last value (on_error: keep_last)");
+                        return Ok(false);
+                    }
+                    OnError::KeepLast | OnError::Fail => return Err(reason),
+                }
+            }
+        };
+        let mut values = self.values.lock().expect("not poisoned");
+        let changed = values.get(&source.id).is_none_or(|old| **old != value);
+        values.insert(source.id.clone(), Arc::new(value));
+        Ok(changed)
+    }
+
+    /// Puts the values of sources in place of `${source.ID}` in the
+    /// pipelines' `vars`: a list element that is exactly a reference becomes
+    /// the source's values (a scalar, or each scalar of a list).
+    pub fn resolve_vars(
+        sources: Option<&Sources>,
+        pipelines: &mut rsigma_engine::pipeline::PipelineSet,
+    ) -> Result<(), String> {
+        for (origin, name, values) in pipelines.vars_mut() {
+            if !values.iter().any(|v| v.contains("${source.")) {
+                continue;
+            }
+            let fail = |reason: String| {
+                format!("pipeline {}: vars.{name}: {reason}", origin.display())
+            };
+            let mut resolved = Vec::with_capacity(values.len());
+            for value in values.iter() {
+                let Some(id) = value
+                    .strip_prefix("${source.")
+                    .and_then(|rest| rest.strip_suffix('}'))
+                else {
+                    if value.contains("${source.") {
+                        return Err(fail(format!(
+                            "{value:?}: a ${{source.ID}} reference must be a whole value"
+                        )));
+                    }
+                    resolved.push(value.clone());
+                    continue;
+                };
+                let source_value = sources.and_then(|s| s.value(id)).ok_or_else(|| {
+                    fail(format!("no source {id:?} is declared (--source)"))
+                })?;
+                scalars(&source_value, &mut resolved)
+                    .map_err(|reason| fail(format!("source {id:?}: {reason}")))?;
+            }
+            *values = resolved;
+        }
+        Ok(())
+    }
+}
+
+/// Appends the scalars of a source value as strings: a scalar, or each
+/// element of a list of scalars; `null` is nothing.
+fn scalars(value: &Value, out: &mut Vec<String>) -> Result<(), String> {
+    match value {
+        Value::Null => Ok(()),
+        Value::String(s) => {
+            out.push(s.clone());
+            Ok(())
+        }
+        Value::Number(_) | Value::Bool(_) => {
+            out.push(value.to_string());
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(|item| match item {
+            Value::Array(_) | Value::Object(_) => Err(
+                "a value for vars must be a scalar or a list of scalars (use extract to select them)"
+                    .to_owned(),
+            ),
+            scalar => scalars(scalar, out),
+        }),
+        Value::Object(_) => Err(
+            "a value for vars must be a scalar or a list of scalars, not an object (use extract to select them)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// The declaration files of the `--source` paths, in order.
+fn declaration_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|err| format!("--source {}: {err}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .is_some_and(|ext| ext == "yml" || ext == "yaml")
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            return Err(format!("--source {}: no such file or directory", path.display()));
+        }
+    }
+    Ok(files)
+}
+
+fn compile(spec: SourceSpec, dir: &Path, file: &Path) -> Result<Source, String> {
+    if spec.id.is_empty() || spec.id.contains(['}', ' ']) {
+        return Err("the id must be non-empty, without spaces or `}`".into());
+    }
+    let refresh = match spec.refresh.as_deref() {
+        None | Some("never") => Refresh::Never,
+        Some("on_reload") => Refresh::OnReload,
+        Some("watch") => {
+            if spec.source_type != SourceType::File {
+                return Err("refresh: watch is for file sources".into());
+            }
+            Refresh::Watch
+        }
+        Some(interval) => Refresh::Every(
+            crate::enrich::config::duration(
+                "refresh",
+                interval,
+                config::MIN_INTERVAL,
+                Duration::from_secs(7 * 24 * 3600),
+            )
+            .map_err(|err| format!("{err} (or never, on_reload, watch)"))?,
+        ),
+    };
+    let timeout = match &spec.timeout {
+        Some(text) => crate::enrich::config::duration(
+            "timeout",
+            text,
+            Duration::from_millis(1),
+            config::MAX_TIMEOUT,
+        )?,
+        None => config::DEFAULT_TIMEOUT,
+    };
+    let extract = spec
+        .extract
+        .as_deref()
+        .map(|code| Extractor::compile(spec.extract_type.unwrap_or_default(), code))
+        .transpose()?;
+    let fetcher = Fetcher::new(&spec, dir, extract)?;
+    Ok(Source {
+        id: spec.id,
+        declared_in: file.to_path_buf(),
+        refresh,
+        on_error: spec.on_error,
+        timeout,
+        fetcher,
+    })
+}
+
+/// Runs the interval refreshes until the daemon stops; a changed value
+/// requests a reload.
+pub async fn run_intervals(context: Arc<DaemonContext>) {
+    let Some(sources) = context.sources.as_ref() else {
+        return;
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, source) in sources.sources.iter().enumerate() {
+        let Refresh::Every(interval) = source.refresh else {
+            continue;
+        };
+        let context = Arc::clone(&context);
+        tasks.spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            loop {
+                ticks.tick().await;
+                let sources = context.sources.as_ref().expect("checked");
+                let source = &sources.sources[n];
+                let failed_before = context.last_reload().is_some_and(|r| !r.ok);
+                match sources.refresh(source, false).await {
+                    // After a failure, a good fetch reloads even if the value is
+                    // the same, so that readiness comes back.
+                    Ok(changed) if changed || failed_before => {
+                        tracing::info!(source = %source.id, "source refreshed: reloading");
+                        if context.reload_requests.send(ReloadTrigger::Source).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(reason) => {
+                        tracing::error!("{reason}; keeping the last value (on_error: fail)");
+                        context.metrics.reloads_failed.inc();
+                        context.record_reload(ReloadRecord {
+                            at: chrono::Utc::now(),
+                            ok: false,
+                            error: Some(reason),
+                            trigger: ReloadTrigger::Source,
+                        });
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scalars_of_source_values() {
+        let mut out = Vec::new();
+        scalars(&json!(["a", 1, true, null]), &mut out).unwrap();
+        scalars(&json!("b"), &mut out).unwrap();
+        assert_eq!(out, ["a", "1", "true", "b"]);
+        assert!(scalars(&json!([{"a": 1}]), &mut out).is_err());
+        assert!(scalars(&json!({"a": 1}), &mut out).is_err());
+    }
+}
