@@ -5,18 +5,17 @@
 
 mod common;
 mod daemon_support;
+mod http_backend;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use daemon_support::{DaemonCommand, rule_title, write_atomically};
+use http_backend::{Backend, Seen};
 
 const WHOAMI_RULE: &str = r#"
 title: Whoami Execution
@@ -41,106 +40,6 @@ detection:
     condition: selection
 level: medium
 "#;
-
-/// A request the backend received.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-/// A real HTTP/1.1 server on loopback, one thread per connection:
-/// `/slow…` answers after 3 s, `/fail…` 500, `/huge…` 2 MiB, `/text…` a
-/// non-JSON body, anything else `{"owner": "team-<path>", "path": "<path>"}`.
-struct Backend {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Backend {
-    fn start() -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let recorded = Arc::clone(&seen);
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let recorded = Arc::clone(&recorded);
-                std::thread::spawn(move || serve(stream, &recorded));
-            }
-        });
-        Backend { port, seen }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_owned(),
-        parts.next().unwrap_or("").to_owned(),
-    );
-    let mut headers = Vec::new();
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).unwrap();
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let (name, value) = header.split_once(':').unwrap();
-        let (name, value) = (name.to_ascii_lowercase(), value.trim().to_owned());
-        if name == "content-length" {
-            length = value.parse().unwrap();
-        }
-        headers.push((name, value));
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    seen.lock().unwrap().push(Seen {
-        method,
-        path: path.clone(),
-        headers,
-        body: String::from_utf8(body).unwrap(),
-    });
-    let (status, body) = if path.starts_with("/slow") {
-        std::thread::sleep(Duration::from_secs(3));
-        ("200 OK", "{}".to_owned())
-    } else if path.starts_with("/fail") {
-        ("500 Internal Server Error", "{}".to_owned())
-    } else if path.starts_with("/huge") {
-        ("200 OK", format!("\"{}\"", "x".repeat(2 << 20)))
-    } else if path.starts_with("/text") {
-        ("200 OK", "not json".to_owned())
-    } else {
-        let owner = path.rsplit('/').next().unwrap_or("");
-        (
-            "200 OK",
-            json!({"owner": format!("team-{owner}"), "path": path}).to_string(),
-        )
-    };
-    let mut stream = stream;
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
 
 fn rules(dir: &Path) -> PathBuf {
     let rules = dir.join("rules");

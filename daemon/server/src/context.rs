@@ -13,11 +13,11 @@ use tokio::sync::mpsc;
 
 use crate::config::DaemonConfig;
 use crate::enrich::Enrichment;
-use crate::sources::Sources;
 use crate::metrics::Metrics;
 use crate::ruleset::Ruleset;
 use crate::sink::DeadLetter;
 use crate::source::InputLine;
+use crate::sources::Sources;
 use crate::tap::TapHub;
 use crate::tls::TlsState;
 

@@ -314,8 +314,8 @@ async fn load_first_rules(context: &Arc<DaemonContext>) -> Result<(), DaemonErro
     let first = tokio::task::spawn_blocking(move || {
         ruleset::load(&loading.config, loading.sources.as_ref())
     })
-        .await
-        .expect("the rule loader does not panic");
+    .await
+    .expect("the rule loader does not panic");
     match first {
         Ok(ruleset) => {
             reload::swap(context, ruleset);

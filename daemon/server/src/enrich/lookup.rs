@@ -55,7 +55,8 @@ impl Lookup {
                     ExtractType::Jq => &['"'],
                     ExtractType::JsonPath => &['"', '\''],
                 };
-                check_references_quoted(&text, quotes).map_err(|err| format!("`extract`: {err}"))?;
+                check_references_quoted(&text, quotes)
+                    .map_err(|err| format!("`extract`: {err}"))?;
                 let template =
                     Template::parse(&text, kind).map_err(|err| format!("`extract`: {err}"))?;
                 // An expression without references compiles now, so that a
@@ -87,10 +88,13 @@ impl Lookup {
             None => Some((*data).clone()),
             Some((extract_type, template)) => {
                 let text = template.render(record, escape_in_string)?;
-                self.extractor(*extract_type, &text)?.apply((*data).clone())?
+                self.extractor(*extract_type, &text)?
+                    .apply((*data).clone())?
             }
         };
-        Ok(found.filter(|v| !v.is_null()).or_else(|| self.default.clone()))
+        Ok(found
+            .filter(|v| !v.is_null())
+            .or_else(|| self.default.clone()))
     }
 
     fn extractor(&self, extract_type: ExtractType, text: &str) -> Result<Arc<Extractor>, String> {

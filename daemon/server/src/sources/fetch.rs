@@ -119,7 +119,11 @@ impl Fetcher {
                     method,
                     url,
                     headers,
-                    body: spec.body.as_deref().map(|b| expand("body", b)).transpose()?,
+                    body: spec
+                        .body
+                        .as_deref()
+                        .map(|b| expand("body", b))
+                        .transpose()?,
                     allow_link_local,
                 }
             }
@@ -131,11 +135,16 @@ impl Fetcher {
                 let argv = argv
                     .iter()
                     .enumerate()
-                    .map(|(n, arg)| expand(&format!("command[{n}]"), arg).map(|a| Template::literal(&a)))
+                    .map(|(n, arg)| {
+                        expand(&format!("command[{n}]"), arg).map(|a| Template::literal(&a))
+                    })
                     .collect::<Result<_, _>>()?;
                 let mut env = Vec::new();
                 for (name, value) in spec.env.iter().flatten() {
-                    env.push((name.clone(), Template::literal(&expand(&format!("env.{name}"), value)?)));
+                    env.push((
+                        name.clone(),
+                        Template::literal(&expand(&format!("env.{name}"), value)?),
+                    ));
                 }
                 Origin::Command(CommandEnricher {
                     argv,
@@ -252,8 +261,14 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(parse(Format::Json, br#"{"a": [1]}"#).unwrap(), json!({"a": [1]}));
-        assert_eq!(parse(Format::Yaml, b"a: [x, 2]\n").unwrap(), json!({"a": ["x", 2]}));
+        assert_eq!(
+            parse(Format::Json, br#"{"a": [1]}"#).unwrap(),
+            json!({"a": [1]})
+        );
+        assert_eq!(
+            parse(Format::Yaml, b"a: [x, 2]\n").unwrap(),
+            json!({"a": ["x", 2]})
+        );
         assert_eq!(
             parse(Format::Lines, b"# admins\nalice\n\n  bob  \r\n").unwrap(),
             json!(["alice", "bob"])
@@ -262,7 +277,15 @@ mod tests {
             parse(Format::Csv, b"user,team\nalice,red\n\"bob, jr\",blue\n").unwrap(),
             json!([{"user": "alice", "team": "red"}, {"user": "bob, jr", "team": "blue"}])
         );
-        assert!(parse(Format::Json, b"{").unwrap_err().starts_with("not JSON"));
-        assert!(parse(Format::Csv, b"a,b\n1,2,3\n").unwrap_err().starts_with("not CSV"));
+        assert!(
+            parse(Format::Json, b"{")
+                .unwrap_err()
+                .starts_with("not JSON")
+        );
+        assert!(
+            parse(Format::Csv, b"a,b\n1,2,3\n")
+                .unwrap_err()
+                .starts_with("not CSV")
+        );
     }
 }

@@ -171,7 +171,8 @@ impl Sources {
 
     /// Fetches the `watch` sources again (any reload, and file events).
     pub async fn refresh_watched(&self) -> Refreshed {
-        self.refresh_where(|refresh| refresh == Refresh::Watch).await
+        self.refresh_where(|refresh| refresh == Refresh::Watch)
+            .await
     }
 
     /// Fetches the `on_reload` sources again (a reload).
@@ -246,9 +247,8 @@ impl Sources {
             if !values.iter().any(|v| v.contains("${source.")) {
                 continue;
             }
-            let fail = |reason: String| {
-                format!("pipeline {}: vars.{name}: {reason}", origin.display())
-            };
+            let fail =
+                |reason: String| format!("pipeline {}: vars.{name}: {reason}", origin.display());
             let mut resolved = Vec::with_capacity(values.len());
             for value in values.iter() {
                 let Some(id) = value
@@ -263,9 +263,9 @@ impl Sources {
                     resolved.push(value.clone());
                     continue;
                 };
-                let source_value = sources.and_then(|s| s.value(id)).ok_or_else(|| {
-                    fail(format!("no source {id:?} is declared (--source)"))
-                })?;
+                let source_value = sources
+                    .and_then(|s| s.value(id))
+                    .ok_or_else(|| fail(format!("no source {id:?} is declared (--source)")))?;
                 scalars(&source_value, &mut resolved)
                     .map_err(|reason| fail(format!("source {id:?}: {reason}")))?;
             }
@@ -321,7 +321,10 @@ fn declaration_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         } else if path.is_file() {
             files.push(path.clone());
         } else {
-            return Err(format!("--source {}: no such file or directory", path.display()));
+            return Err(format!(
+                "--source {}: no such file or directory",
+                path.display()
+            ));
         }
     }
     Ok(files)
@@ -388,7 +391,8 @@ pub async fn run_intervals(context: Arc<DaemonContext>) {
         };
         let context = Arc::clone(&context);
         tasks.spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             loop {
                 ticks.tick().await;
                 let sources = context.sources.as_ref().expect("checked");
