@@ -187,6 +187,8 @@ pub struct DaemonSection {
     pub rules: Option<PathBuf>,
     /// The enrichers file (`--enrichers`). Resolved against the file's directory.
     pub enrichers: Option<PathBuf>,
+    /// Let pipelines include remote sources (`--allow-remote-include`). Default false.
+    pub allow_remote_include: Option<bool>,
     /// Dynamic source declarations (`--source`). Resolved against the file's directory.
     #[serde(deserialize_with = "null_as_default")]
     pub sources: Vec<PathBuf>,

@@ -363,3 +363,78 @@ fn a_failing_source_with_on_error_empty_starts_with_an_empty_list() {
     assert_eq!(daemon_support::read_ndjson(&out).len(), 0);
     daemon.stop();
 }
+
+const MAPPED_RULE: &str = r#"
+title: Root Logon
+id: bbbbbbbb-1111-4222-8333-444444444444
+logsource: {product: custom}
+detection:
+    selection:
+        User: root
+    condition: selection
+level: high
+"#;
+
+#[test]
+fn pipelines_include_transformations_from_sources_and_remote_ones_need_the_flag() {
+    let setup = Setup::new();
+    let backend = Backend::start();
+    fs::remove_file(setup.path("rules/admin.yml")).unwrap();
+    fs::write(setup.path("rules/root.yml"), MAPPED_RULE).unwrap();
+    fs::write(
+        setup.path("pipeline.yml"),
+        "name: included\ntransformations:\n  - include: ${source.mapping}\n",
+    )
+    .unwrap();
+    fs::write(
+        setup.path("data/mapping.yaml"),
+        "- {id: user_name, type: field_name_mapping, mapping: {User: user_name}}\n",
+    )
+    .unwrap();
+    backend.set(
+        "/mapping.json",
+        r#"[{"id": "login", "type": "field_name_mapping", "mapping": {"User": "login"}}]"#,
+    );
+    let declare = |local: bool| {
+        let source = if local {
+            "{id: mapping, type: file, path: ../data/mapping.yaml, format: yaml}".to_owned()
+        } else {
+            format!(
+                "{{id: mapping, type: http, url: \"{}\"}}",
+                backend.url("/mapping.json")
+            )
+        };
+        fs::write(
+            setup.path("conf/a.yaml"),
+            format!("sources:\n  - {source}\n"),
+        )
+        .unwrap();
+    };
+    let out = setup.out();
+
+    declare(true);
+    let mut daemon = setup.daemon().start();
+    daemon.post_events(
+        json!({"user_name": "root", "n": 1}).to_string()
+            + "\n"
+            + &json!({"User": "root", "n": 2}).to_string()
+            + "\n",
+        2,
+    );
+    assert_eq!(numbers(&daemon.wait_records(&out, 1)), [1]);
+    daemon.stop();
+
+    declare(false);
+    let refused = setup.daemon().run_to_exit();
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("pipeline.yml: transformations[0]: source \"mapping\" is fetched over the network; including it needs --allow-remote-include"),
+        "{}",
+        refused.stderr
+    );
+    fs::remove_file(&out).unwrap();
+    let mut daemon = setup.daemon().arg("--allow-remote-include").start();
+    daemon.post_events(json!({"login": "root", "n": 3}).to_string() + "\n", 1);
+    assert_eq!(numbers(&daemon.wait_records(&out, 1)), [3]);
+    daemon.stop();
+}

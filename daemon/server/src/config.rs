@@ -398,6 +398,8 @@ pub struct DaemonConfig {
     pub enrichers: Option<PathBuf>,
     /// Dynamic source declaration files or directories (`--source`).
     pub sources: Vec<PathBuf>,
+    /// Let pipelines `include` sources fetched over the network.
+    pub allow_remote_include: bool,
     /// Drain and stop at the end of standard input (else the daemon keeps
     /// serving until SIGTERM or SIGINT).
     pub exit_on_eof: bool,
@@ -437,6 +439,7 @@ impl DaemonConfig {
             tap: TapConfig::default(),
             enrichers: None,
             sources: Vec::new(),
+            allow_remote_include: false,
             exit_on_eof: false,
         }
     }

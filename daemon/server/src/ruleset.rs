@@ -8,7 +8,6 @@ use crate::config::DaemonConfig;
 use crate::sources::Sources;
 
 use chrono::{DateTime, Utc};
-use rsigma_engine::pipeline::PipelineSet;
 use std::sync::Mutex;
 
 use rsigma_engine::correlation::CorrelationEngine;
@@ -93,8 +92,8 @@ impl fmt::Display for LoadFailure {
 /// Loads the pipelines, then the rules, applies the pipelines and compiles
 /// with the configured engine options.
 ///
-/// `${source.ID}` references in the pipelines' `vars` take the values the
-/// dynamic sources hold now.
+/// `${source.ID}` references in the pipelines' `vars` and `include` items
+/// take the values the dynamic sources hold now.
 pub fn load(config: &DaemonConfig, sources: Option<&Sources>) -> Result<Ruleset, LoadFailure> {
     let pipelines_digest = pipelines_digest(config);
     let rules = config.rules.as_path();
@@ -105,7 +104,8 @@ pub fn load(config: &DaemonConfig, sources: Option<&Sources>) -> Result<Ruleset,
         reasons: vec![reason],
     };
     let mut pipelines =
-        PipelineSet::load(&config.pipelines).map_err(|err| pipeline_failure(err.to_string()))?;
+        crate::sources::load_pipelines(&config.pipelines, sources, config.allow_remote_include)
+            .map_err(pipeline_failure)?;
     Sources::resolve_vars(sources, &mut pipelines).map_err(pipeline_failure)?;
     if let Err(err) = std::fs::metadata(rules) {
         return Err(LoadFailure {

@@ -170,6 +170,10 @@ pub struct DaemonArgs {
     /// Dynamic source declarations: a YAML file, or a directory of them (docs/sources.md). Repeatable.
     #[arg(long = "source", value_name = "FILE_OR_DIR")]
     pub sources: Vec<PathBuf>,
+
+    /// Let pipeline include: items name sources fetched over the network (http).
+    #[arg(long)]
+    pub allow_remote_include: bool,
 }
 
 /// Runs `rsigma engine daemon` until it stops.
@@ -335,6 +339,8 @@ fn build_config(args: &DaemonArgs, file: &DaemonSection) -> Result<DaemonConfig,
     config.watch = !args.no_watch;
     config.exit_on_eof = args.exit_on_eof;
     config.enrichers = args.enrichers.clone().or_else(|| file.enrichers.clone());
+    config.allow_remote_include =
+        args.allow_remote_include || file.allow_remote_include.unwrap_or(false);
     config.sources = if args.sources.is_empty() {
         file.sources.clone()
     } else {

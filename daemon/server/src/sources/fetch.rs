@@ -162,6 +162,11 @@ impl Fetcher {
         })
     }
 
+    /// Whether the data comes over the network.
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.origin, Origin::Http { .. })
+    }
+
     /// The file of a file source.
     pub(crate) fn file(&self) -> Option<&Path> {
         match &self.origin {

@@ -17,6 +17,9 @@
 
 pub(crate) mod config;
 mod fetch;
+mod include;
+
+pub(crate) use include::load_pipelines;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -144,6 +147,13 @@ impl Sources {
     /// Whether `id` is declared.
     pub fn is_declared(&self, id: &str) -> bool {
         self.sources.iter().any(|s| s.id == id)
+    }
+
+    /// Whether `id` is fetched over the network.
+    pub fn is_remote(&self, id: &str) -> bool {
+        self.sources
+            .iter()
+            .any(|s| s.id == id && s.fetcher.is_remote())
     }
 
     /// The last value of `id`.
