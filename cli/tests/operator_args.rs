@@ -175,3 +175,56 @@ fn secrets_reach_the_daemon_as_environment_never_as_arguments() {
         }
     }
 }
+
+#[test]
+fn the_enrichment_example_renders_a_pod_the_daemon_accepts() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crds/examples/detectionengine-enrichment.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut engine = None;
+    let mut files: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+    for doc in yaml_serde::Deserializer::from_str(&text) {
+        let doc: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        match doc["kind"].as_str() {
+            Some("DetectionEngine") => {
+                engine = Some(serde_json::from_value::<DetectionEngine>(doc).unwrap())
+            }
+            Some("ConfigMap") => files.push((
+                doc["metadata"]["name"].as_str().unwrap().to_owned(),
+                serde_json::from_value(doc["data"].clone()).unwrap(),
+            )),
+            _ => {}
+        }
+    }
+    let engine = engine.expect("the example's engine");
+    let container = container(&engine);
+    let args = container.args.clone().unwrap();
+    for expected in [
+        "--enrichers",
+        "/etc/rsigma/enrichers/enrichers.yaml",
+        "--source",
+        "/etc/rsigma/sources/0/sources.yaml",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+    }
+    // The pod's mounts, with every key of the ConfigMaps as a file.
+    let root = tempfile::tempdir().unwrap();
+    mounted_files(root.path());
+    for (dir, config_map) in [("enrichers", "soc-enrichers"), ("sources/0", "soc-sources")] {
+        let dir = root.path().join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, data) = files.iter().find(|(name, _)| name == config_map).unwrap();
+        for (key, content) in data {
+            std::fs::write(dir.join(key), content).unwrap();
+        }
+    }
+    // Everything loads (the lookup finds its source, the token is set);
+    // the daemon stops only at fetching the example's in-cluster feed.
+    let (code, stderr) = run(&container, root.path(), &[("INTEL_TOKEN", "t0ken")]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("source \"blocked_hosts\": cannot connect"),
+        "the daemon loaded enrichers and sources and fetched them: {stderr}"
+    );
+    assert!(!stderr.contains("t0ken"), "{stderr}");
+}

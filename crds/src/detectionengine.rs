@@ -47,6 +47,9 @@ pub const MANAGED_FLAGS: &[&str] = &[
     "--nats-tls-ca",
     "--nats-require-tls",
     "--consumer-group",
+    "--enrichers",
+    "--source",
+    "--allow-remote-include",
 ];
 
 /// Desired state of a `DetectionEngine`.
@@ -192,6 +195,12 @@ pub struct DetectionEngineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logsource: Option<LogsourceSpec>,
 
+    /// Post-evaluation enrichers and dynamic pipeline sources, from
+    /// ConfigMaps or Secrets of the engine's namespace (docs/enrichers.md,
+    /// docs/sources.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrichment: Option<EnrichmentSpec>,
+
     /// Further daemon flags, appended after those the operator sets (for
     /// example `--workers=4`, `--tls-min-version=1.2`). Flags the operator
     /// manages (rules, pipelines, input, outputs, API address, TLS files,
@@ -200,8 +209,8 @@ pub struct DetectionEngineSpec {
     #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
     #[schemars(extend("x-kubernetes-validations" = [
         {
-            "rule": "self.all(a, !a.matches('^(-r|-c|-p|--rules|--config|--pipeline|--input|--output|--api-addr|--allow-plaintext|--tls-cert|--tls-key|--tls-client-ca|--state-db|--enable-tap|--no-logsource-routing|--event-logsource|--logsource-field-map|--nats-creds|--nats-token|--nats-user|--nats-password|--nats-nkey|--nats-tls-cert|--nats-tls-key|--nats-tls-ca|--nats-require-tls|--consumer-group)(=.*)?$'))",
-            "message": "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap, logsource routing: use spec.logsource; NATS connection and consumer group: use spec.nats and input.nats)"
+            "rule": "self.all(a, !a.matches('^(-r|-c|-p|--rules|--config|--pipeline|--input|--output|--api-addr|--allow-plaintext|--tls-cert|--tls-key|--tls-client-ca|--state-db|--enable-tap|--no-logsource-routing|--event-logsource|--logsource-field-map|--nats-creds|--nats-token|--nats-user|--nats-password|--nats-nkey|--nats-tls-cert|--nats-tls-key|--nats-tls-ca|--nats-require-tls|--consumer-group|--enrichers|--source|--allow-remote-include)(=.*)?$'))",
+            "message": "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap, logsource routing: use spec.logsource; NATS connection and consumer group: use spec.nats and input.nats; enrichers and sources: use spec.enrichment)"
         }
     ]))]
     pub extra_args: Vec<String>,
@@ -347,6 +356,7 @@ impl DetectionEngineSpec {
             tls: None,
             state: StateSpec::default(),
             logsource: None,
+            enrichment: None,
             extra_args: Vec::new(),
             service_account_name: None,
             pod: EnginePodSpec::default(),
@@ -393,9 +403,27 @@ impl DetectionEngineSpec {
         }
         if self.extra_args.iter().any(|a| is_managed_flag(a)) {
             out.push(
-                "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap, logsource routing: use spec.logsource; NATS connection and consumer group: use spec.nats and input.nats)"
+                "extraArgs must not set a flag the operator manages (rules, config, pipeline, input, output, api-addr, allow-plaintext, tls-cert, tls-key, tls-client-ca, state-db, enable-tap, logsource routing: use spec.logsource; NATS connection and consumer group: use spec.nats and input.nats; enrichers and sources: use spec.enrichment)"
                     .to_owned(),
             );
+        }
+        if let Some(enrichment) = &self.enrichment {
+            let files = enrichment.enrichers.iter().chain(&enrichment.sources);
+            if files
+                .clone()
+                .any(|f| f.config_map.is_some() == f.secret.is_some())
+            {
+                out.push("set exactly one of configMap and secret".to_owned());
+            }
+            if files.clone().any(|f| {
+                f.key.is_empty()
+                    || !f
+                        .key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            }) {
+                out.push("key must be a ConfigMap or Secret key".to_owned());
+            }
         }
         if let Some(logsource) = &self.logsource {
             let valid = |map: &BTreeMap<String, String>| {
@@ -610,6 +638,50 @@ impl NatsConnectionSpec {
         .filter_map(|(set, name)| set.then_some(name))
         .collect()
     }
+}
+
+/// Enrichers and dynamic sources of an engine. Each file is a key of a
+/// ConfigMap or Secret, mounted whole into the pods (so a sources file can
+/// name sibling keys by relative path); the kubelet keeps the mounts
+/// current, and the daemon reloads the enrichers when their file changes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrichmentSpec {
+    /// The enrichers file (`--enrichers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrichers: Option<FileRef>,
+    /// Source declaration files (`--source`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub sources: Vec<FileRef>,
+    /// Let pipelines `include:` sources fetched over the network
+    /// (`--allow-remote-include`).
+    #[serde(default)]
+    pub allow_remote_include: bool,
+}
+
+/// A file held by a key of a ConfigMap or a Secret: exactly one of
+/// `configMap` and `secret`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.configMap) != has(self.secret)",
+        "message": "set exactly one of configMap and secret"
+    }
+]))]
+pub struct FileRef {
+    /// The ConfigMap's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map: Option<String>,
+    /// The Secret's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret: Option<String>,
+    /// The key holding the file.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
 }
 
 /// Logsource routing (`--event-logsource`, `--logsource-field-map`,

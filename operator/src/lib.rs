@@ -15,6 +15,7 @@
 
 pub mod controller;
 pub mod engine;
+pub mod enrichment;
 pub mod http;
 pub mod leader;
 pub mod nats;

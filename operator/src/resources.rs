@@ -461,13 +461,24 @@ pub fn check_spec(engine: &DetectionEngine) -> Result<(), String> {
         return Err("replicas must not be negative".to_owned());
     }
     for volume in &spec.pod.volumes {
-        if RESERVED_VOLUMES.contains(&volume.name.as_str()) {
+        if RESERVED_VOLUMES.contains(&volume.name.as_str())
+            || crate::enrichment::is_enrichment_volume(&volume.name)
+        {
             return Err(format!(
-                "pod.volumes: the volume name {:?} is the operator's ({})",
+                "pod.volumes: the volume name {:?} is the operator's ({}, enrichers, source-N)",
                 volume.name,
                 RESERVED_VOLUMES.join(", ")
             ));
         }
+    }
+    if let Some(enrichment) = &spec.enrichment
+        && enrichment
+            .enrichers
+            .iter()
+            .chain(&enrichment.sources)
+            .any(|f| f.config_map.is_some() == f.secret.is_some())
+    {
+        return Err("enrichment: set exactly one of configMap and secret for each file".to_owned());
     }
     if let Some(budget) = &spec.pod_disruption_budget
         && budget.min_available.is_some() == budget.max_unavailable.is_some()
@@ -572,6 +583,7 @@ pub fn daemon_args(engine: &DetectionEngine, pipeline_args: &[String]) -> Vec<St
     if let Some(logsource) = &spec.logsource {
         args.extend(logsource_args(logsource));
     }
+    args.extend(crate::enrichment::pod_parts(engine).args);
     args.extend(spec.extra_args.iter().cloned());
     args
 }
@@ -747,6 +759,9 @@ pub fn desired(
     let nats = crate::nats::pod_parts(engine);
     volumes.extend(nats.volumes);
     mounts.extend(nats.mounts);
+    let enrichment = crate::enrichment::pod_parts(engine);
+    volumes.extend(enrichment.volumes);
+    mounts.extend(enrichment.mounts);
     let pvc = (spec.state.persistence == Persistence::Pvc).then(|| {
         volumes.push(Volume {
             name: "state".to_owned(),
