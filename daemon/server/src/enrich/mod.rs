@@ -29,7 +29,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use std::collections::HashMap;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -347,6 +351,37 @@ pub struct EnrichmentMetrics {
     duration: HistogramVec,
     dropped: IntCounterVec,
     in_flight: IntGauge,
+    /// Each enricher's series, resolved once (a label lookup per call
+    /// hashes and locks).
+    handles: std::sync::Mutex<HashMap<String, Arc<EnricherMetrics>>>,
+}
+
+/// One enricher's series.
+struct EnricherMetrics {
+    ok: IntCounter,
+    error: IntCounter,
+    timeout: IntCounter,
+    cache_hits: IntCounter,
+    duration: Histogram,
+    dropped: IntCounter,
+}
+
+impl EnrichmentMetrics {
+    /// The series of `enricher`.
+    fn of(&self, enricher: &Enricher) -> Arc<EnricherMetrics> {
+        let mut handles = self.handles.lock().expect("not poisoned");
+        let id = enricher.id.as_str();
+        Arc::clone(handles.entry(enricher.id.clone()).or_insert_with(|| {
+            Arc::new(EnricherMetrics {
+                ok: self.calls.with_label_values(&[id, "ok"]),
+                error: self.calls.with_label_values(&[id, "error"]),
+                timeout: self.calls.with_label_values(&[id, "timeout"]),
+                cache_hits: self.cache_hits.with_label_values(&[id]),
+                duration: self.duration.with_label_values(&[id]),
+                dropped: self.dropped.with_label_values(&[id]),
+            })
+        }))
+    }
 }
 
 impl EnrichmentMetrics {
@@ -390,6 +425,7 @@ impl EnrichmentMetrics {
             .expect("valid metric"),
             in_flight: IntGauge::new("rsigma_enrichment_in_flight", "Enricher calls running now")
                 .expect("valid metric"),
+            handles: std::sync::Mutex::default(),
         };
         registry
             .register(Box::new(metrics.calls.clone()))
@@ -523,6 +559,8 @@ async fn enrich_record(context: &DaemonContext, set: &EnricherSet, bytes: &[u8])
 }
 
 /// One enricher call: a permit, the timeout, metrics and `on_error`.
+/// Templates and lookups do no I/O: they run at once, without a permit or
+/// a timer.
 async fn call(
     context: &DaemonContext,
     set: &EnricherSet,
@@ -530,46 +568,44 @@ async fn call(
     record: &Value,
 ) -> Outcome {
     let metrics = &context.enrichment.as_ref().expect("configured").metrics;
-    let _permit = set
-        .calls
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
-    metrics.in_flight.inc();
+    let sources = context.sources.as_ref();
     let started = Instant::now();
-    let result = tokio::time::timeout(
-        enricher.timeout,
-        invoke(enricher, record, context.sources.as_ref()),
-    )
-    .await;
-    metrics.in_flight.dec();
-    metrics
-        .duration
-        .with_label_values(&[&enricher.id])
-        .observe(started.elapsed().as_secs_f64());
+    let result = if matches!(enricher.action, Action::Template(_) | Action::Lookup(_)) {
+        Ok(invoke(enricher, record, sources).await)
+    } else {
+        let _permit = set
+            .calls
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        metrics.in_flight.inc();
+        let result =
+            tokio::time::timeout(enricher.timeout, invoke(enricher, record, sources)).await;
+        metrics.in_flight.dec();
+        result
+    };
+    let handles = metrics.of(enricher);
+    handles.duration.observe(started.elapsed().as_secs_f64());
     let (outcome, failure) = match result {
         Ok(Ok((value, cached))) => {
             if cached {
-                metrics.cache_hits.with_label_values(&[&enricher.id]).inc();
+                handles.cache_hits.inc();
             }
             match value {
-                Some(value) => ("ok", Ok(value)),
-                None => ("error", Err("extract selected nothing".to_owned())),
+                Some(value) => (&handles.ok, Ok(value)),
+                None => (&handles.error, Err("extract selected nothing".to_owned())),
             }
         }
-        Ok(Err(reason)) => ("error", Err(reason)),
+        Ok(Err(reason)) => (&handles.error, Err(reason)),
         Err(_) => (
-            "timeout",
+            &handles.timeout,
             Err(format!(
                 "timed out after {}",
                 humantime::format_duration(enricher.timeout)
             )),
         ),
     };
-    metrics
-        .calls
-        .with_label_values(&[&enricher.id, outcome])
-        .inc();
+    outcome.inc();
     match failure {
         Ok(value) => Outcome::Value(value),
         Err(reason) => {
@@ -578,7 +614,7 @@ async fn call(
                 OnError::Skip => Outcome::Skip,
                 OnError::Null => Outcome::Value(Value::Null),
                 OnError::Drop => {
-                    metrics.dropped.with_label_values(&[&enricher.id]).inc();
+                    handles.dropped.inc();
                     Outcome::Drop
                 }
             }
