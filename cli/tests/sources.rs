@@ -438,3 +438,47 @@ fn pipelines_include_transformations_from_sources_and_remote_ones_need_the_flag(
     assert_eq!(numbers(&daemon.wait_records(&out, 1)), [3]);
     daemon.stop();
 }
+
+#[test]
+fn source_declarations_are_hot_reloaded_and_a_broken_one_keeps_the_previous() {
+    let setup = Setup::new();
+    fs::write(setup.path("data/team-a.txt"), "alice\n").unwrap();
+    fs::write(setup.path("data/team-b.txt"), "bob\n").unwrap();
+    fs::write(setup.path("data/hosts.txt"), "evil-1\n").unwrap();
+    let declare = |admins: &str| {
+        format!(
+            "sources:\n  - {{id: admins, type: file, path: ../data/{admins}, format: lines}}\n  - {{id: blocklist, type: file, path: ../data/hosts.txt, format: lines}}\n"
+        )
+    };
+    fs::write(setup.path("conf/sources.yaml"), declare("team-a.txt")).unwrap();
+    let out = setup.out();
+    let mut daemon = setup.daemon().start();
+    daemon.post_events(logon("alice", "evil-1", 1) + &logon("bob", "evil-1", 2), 2);
+    assert_eq!(numbers(&daemon.wait_records(&out, 1)), [1]);
+
+    let before = daemon.status()["last_reload"].clone();
+    write_atomically(
+        &setup.path("conf/sources.yaml"),
+        declare("team-b.txt").as_bytes(),
+    );
+    assert_eq!(daemon.wait_reload_after(&before)["ok"], json!(true));
+    daemon.post_events(logon("alice", "evil-1", 3) + &logon("bob", "evil-1", 4), 2);
+    daemon.wait_processed(4);
+    assert_eq!(numbers(&daemon.wait_records(&out, 2)), [1, 4]);
+
+    // A declaration whose file is missing: the reload fails, team-b stays.
+    let before = daemon.status()["last_reload"].clone();
+    write_atomically(
+        &setup.path("conf/sources.yaml"),
+        declare("missing.txt").as_bytes(),
+    );
+    let reload = daemon.wait_reload_after(&before);
+    assert_eq!(reload["ok"], json!(false), "{reload}");
+    assert!(
+        reload["error"].as_str().unwrap().contains("missing.txt"),
+        "{reload}"
+    );
+    daemon.post_events(logon("bob", "evil-1", 5), 1);
+    assert_eq!(numbers(&daemon.wait_records(&out, 3)), [1, 4, 5]);
+    daemon.stop();
+}

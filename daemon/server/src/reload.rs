@@ -47,12 +47,23 @@ pub async fn run(
 /// happens. Explicit reloads (API, SIGHUP) always load, since they also
 /// rotate the TLS certificate.
 pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
-    // Watched source files are read first: their change is a change even
-    // when no rule file changed.
-    let mut refreshed = match &context.sources {
-        Some(sources) => sources.refresh_watched().await,
-        None => Refreshed::default(),
-    };
+    // Source declarations and watched source files are read first: their
+    // change is a change even when no rule file changed.
+    let mut refreshed = Refreshed::default();
+    if let Some(sources) = &context.sources {
+        match sources.reload_declarations().await {
+            Ok((changed, intervals)) => {
+                refreshed.changed = changed;
+                for source in intervals {
+                    crate::sources::spawn_interval(context, source);
+                }
+            }
+            Err(err) => refreshed.failures.push(err),
+        }
+        let watched = sources.refresh_watched().await;
+        refreshed.changed |= watched.changed;
+        refreshed.failures.extend(watched.failures);
+    }
     if trigger == ReloadTrigger::Watch
         && !refreshed.changed
         && refreshed.failures.is_empty()
@@ -188,6 +199,7 @@ pub fn watch(context: &Arc<DaemonContext>) -> Result<RecommendedWatcher, String>
             .filter(|p| p.is_file()),
     );
     paths.extend(context.config.enrichers.clone());
+    paths.extend(context.config.sources.iter().cloned());
     if let Some(sources) = &context.sources {
         paths.extend(sources.watched_files());
     }

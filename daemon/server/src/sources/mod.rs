@@ -13,7 +13,8 @@
 //! | a duration (`5m`) | every interval; a changed value triggers a reload |
 //!
 //! A reload recompiles the rules with the values in the cache, off the hot
-//! path, and swaps them in whole, like any reload.
+//! path, and swaps them in whole, like any reload. The declaration files
+//! themselves are read again at every reload ([`Sources::reload_declarations`]).
 
 pub(crate) mod config;
 mod fetch;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde_json::Value;
 
@@ -53,7 +55,7 @@ pub struct Refreshed {
 }
 
 /// One declared source.
-pub(crate) struct Source {
+pub struct Source {
     id: String,
     /// The declaration file (for messages).
     declared_in: PathBuf,
@@ -63,16 +65,26 @@ pub(crate) struct Source {
     fetcher: Fetcher,
 }
 
-/// The declared sources and their last values.
+/// The declared sources and their last values. The declarations reload
+/// with the rules: see [`Sources::reload_declarations`].
 pub struct Sources {
-    sources: Vec<Source>,
+    paths: Vec<PathBuf>,
+    declared: ArcSwap<Declared>,
     values: Mutex<HashMap<String, Arc<Value>>>,
     metrics: SourceMetrics,
 }
 
+/// One reading of the declaration files.
+struct Declared {
+    /// Content hash of the declaration files.
+    digest: String,
+    sources: Vec<Arc<Source>>,
+}
+
 impl std::fmt::Debug for Sources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<&str> = self.sources.iter().map(|s| s.id.as_str()).collect();
+        let declared = self.declared.load();
+        let ids: Vec<&str> = declared.sources.iter().map(|s| s.id.as_str()).collect();
         f.debug_struct("Sources").field("sources", &ids).finish()
     }
 }
@@ -115,7 +127,88 @@ impl Sources {
     /// Reads the declarations of every `--source` path (a directory: its
     /// `*.yml`/`*.yaml` files in name order). Ids must be unique.
     pub fn declare(paths: &[PathBuf], registry: &Registry) -> Result<Sources, String> {
-        let mut sources: Vec<Source> = Vec::new();
+        Ok(Sources {
+            paths: paths.to_vec(),
+            declared: ArcSwap::from_pointee(read_declarations(paths)?),
+            values: Mutex::new(HashMap::new()),
+            metrics: SourceMetrics::register(registry),
+        })
+    }
+
+    /// Reads the declaration files again when their content changed: the
+    /// new sources are fetched (with startup rules: a failure is an error,
+    /// and the previous declarations stay), then replace the old ones.
+    /// Returns whether they changed, and the new interval sources, whose
+    /// refresh tasks the caller starts ([`spawn_interval`]).
+    pub async fn reload_declarations(&self) -> Result<(bool, Vec<Arc<Source>>), String> {
+        if declarations_digest(&self.paths) == self.declared.load().digest {
+            return Ok((false, Vec::new()));
+        }
+        let declared = read_declarations(&self.paths)?;
+        let mut fetched = Vec::with_capacity(declared.sources.len());
+        for source in &declared.sources {
+            let previous = self.value(&source.id);
+            fetched.push((source.id.clone(), self.fetch(source, previous).await?));
+        }
+        let intervals = declared
+            .sources
+            .iter()
+            .filter(|s| matches!(s.refresh, Refresh::Every(_)))
+            .cloned()
+            .collect();
+        {
+            let mut values = self.values.lock().expect("not poisoned");
+            values.clear();
+            values.extend(fetched.into_iter().map(|(id, v)| (id, Arc::new(v))));
+            self.declared.store(Arc::new(declared));
+        }
+        tracing::info!("source declarations reloaded");
+        Ok((true, intervals))
+    }
+
+    /// Whether `source` is among the current declarations.
+    fn is_current(&self, source: &Arc<Source>) -> bool {
+        self.declared
+            .load()
+            .sources
+            .iter()
+            .any(|s| Arc::ptr_eq(s, source))
+    }
+
+    /// The interval sources of the current declarations.
+    fn intervals(&self) -> Vec<Arc<Source>> {
+        self.declared
+            .load()
+            .sources
+            .iter()
+            .filter(|s| matches!(s.refresh, Refresh::Every(_)))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The content hash of the declaration files (unreadable paths hash their
+/// error, so that they differ).
+fn declarations_digest(paths: &[PathBuf]) -> String {
+    let mut digest = rsigma_engine::RulesDigest::default();
+    match declaration_files(paths) {
+        Ok(files) => {
+            for file in files {
+                let content =
+                    std::fs::read_to_string(&file).unwrap_or_else(|err| format!("\0{err}"));
+                digest.add(file.display().to_string(), &content);
+            }
+        }
+        Err(err) => digest.add(String::new(), &format!("\0{err}")),
+    }
+    digest.finish()
+}
+
+/// Reads and checks every declaration file of `paths`. Ids must be unique.
+fn read_declarations(paths: &[PathBuf]) -> Result<Declared, String> {
+    let digest = declarations_digest(paths);
+    let mut sources: Vec<Arc<Source>> = Vec::new();
+    {
         for file in declaration_files(paths)? {
             let text = std::fs::read_to_string(&file)
                 .map_err(|err| format!("source file {}: {err}", file.display()))?;
@@ -134,24 +227,24 @@ impl Sources {
                 let compiled = compile(source, dir, &file).map_err(|err| {
                     format!("source file {}: source {id:?}: {err}", file.display())
                 })?;
-                sources.push(compiled);
+                sources.push(Arc::new(compiled));
             }
         }
-        Ok(Sources {
-            sources,
-            values: Mutex::new(HashMap::new()),
-            metrics: SourceMetrics::register(registry),
-        })
     }
+    Ok(Declared { digest, sources })
+}
 
+impl Sources {
     /// Whether `id` is declared.
     pub fn is_declared(&self, id: &str) -> bool {
-        self.sources.iter().any(|s| s.id == id)
+        self.declared.load().sources.iter().any(|s| s.id == id)
     }
 
     /// Whether `id` is fetched over the network.
     pub fn is_remote(&self, id: &str) -> bool {
-        self.sources
+        self.declared
+            .load()
+            .sources
             .iter()
             .any(|s| s.id == id && s.fetcher.is_remote())
     }
@@ -163,7 +256,9 @@ impl Sources {
 
     /// The files of `watch` sources, for the file watcher.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        self.sources
+        self.declared
+            .load()
+            .sources
             .iter()
             .filter(|s| s.refresh == Refresh::Watch)
             .filter_map(|s| s.fetcher.file().map(Path::to_path_buf))
@@ -173,7 +268,7 @@ impl Sources {
     /// Fetches every source (startup). Any failure is an error naming the
     /// source, except with `on_error: empty`.
     pub async fn fetch_all(&self) -> Result<(), String> {
-        for source in &self.sources {
+        for source in self.declared.load().sources.iter() {
             self.refresh(source, true).await?;
         }
         Ok(())
@@ -193,7 +288,8 @@ impl Sources {
 
     async fn refresh_where(&self, due: impl Fn(Refresh) -> bool) -> Refreshed {
         let mut refreshed = Refreshed::default();
-        for source in self.sources.iter().filter(|s| due(s.refresh)) {
+        let declared = self.declared.load_full();
+        for source in declared.sources.iter().filter(|s| due(s.refresh)) {
             match self.refresh(source, false).await {
                 Ok(changed) => refreshed.changed |= changed,
                 Err(err) => refreshed.failures.push(err),
@@ -205,6 +301,21 @@ impl Sources {
     /// Fetches one source and stores its value by its `on_error`. Returns
     /// whether the stored value changed.
     async fn refresh(&self, source: &Source, startup: bool) -> Result<bool, String> {
+        let previous = if startup {
+            None
+        } else {
+            self.value(&source.id)
+        };
+        let value = self.fetch(source, previous).await?;
+        let mut values = self.values.lock().expect("not poisoned");
+        let changed = values.get(&source.id).is_none_or(|old| **old != value);
+        values.insert(source.id.clone(), Arc::new(value));
+        Ok(changed)
+    }
+
+    /// Fetches one source; a failure is handled by its `on_error`
+    /// (`keep_last` keeps `previous`, and fails without one).
+    async fn fetch(&self, source: &Source, previous: Option<Arc<Value>>) -> Result<Value, String> {
         let fetched = match tokio::time::timeout(source.timeout, source.fetcher.fetch()).await {
             Ok(result) => result,
             Err(_) => Err(format!(
@@ -217,33 +328,29 @@ impl Sources {
             .fetches
             .with_label_values(&[&source.id, outcome])
             .inc();
-        let value = match fetched {
+        match fetched {
             Ok(value) => {
                 self.metrics
                     .last_success
                     .with_label_values(&[&source.id])
                     .set(chrono::Utc::now().timestamp());
-                value
+                Ok(value)
             }
             Err(reason) => {
                 let reason = format!("source {:?}: {reason}", source.id);
-                match source.on_error {
-                    OnError::Empty => {
+                match (source.on_error, previous) {
+                    (OnError::Empty, _) => {
                         tracing::warn!("{reason}; using an empty value (on_error: empty)");
-                        Value::Array(Vec::new())
+                        Ok(Value::Array(Vec::new()))
                     }
-                    OnError::KeepLast if !startup => {
+                    (OnError::KeepLast, Some(previous)) => {
                         tracing::warn!("{reason}; keeping the last value (on_error: keep_last)");
-                        return Ok(false);
+                        Ok((*previous).clone())
                     }
-                    OnError::KeepLast | OnError::Fail => return Err(reason),
+                    (OnError::KeepLast | OnError::Fail, _) => Err(reason),
                 }
             }
-        };
-        let mut values = self.values.lock().expect("not poisoned");
-        let changed = values.get(&source.id).is_none_or(|old| **old != value);
-        values.insert(source.id.clone(), Arc::new(value));
-        Ok(changed)
+        }
     }
 
     /// Puts the values of sources in place of `${source.ID}` in the
@@ -388,51 +495,56 @@ fn compile(spec: SourceSpec, dir: &Path, file: &Path) -> Result<Source, String> 
     })
 }
 
-/// Runs the interval refreshes until the daemon stops; a changed value
-/// requests a reload.
+/// Starts the refresh tasks of the interval sources at startup.
 pub async fn run_intervals(context: Arc<DaemonContext>) {
     let Some(sources) = context.sources.as_ref() else {
         return;
     };
-    let mut tasks = tokio::task::JoinSet::new();
-    for (n, source) in sources.sources.iter().enumerate() {
-        let Refresh::Every(interval) = source.refresh else {
-            continue;
-        };
-        let context = Arc::clone(&context);
-        tasks.spawn(async move {
-            let mut ticks =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            loop {
-                ticks.tick().await;
-                let sources = context.sources.as_ref().expect("checked");
-                let source = &sources.sources[n];
-                let failed_before = context.last_reload().is_some_and(|r| !r.ok);
-                match sources.refresh(source, false).await {
-                    // After a failure, a good fetch reloads even if the value is
-                    // the same, so that readiness comes back.
-                    Ok(changed) if changed || failed_before => {
-                        tracing::info!(source = %source.id, "source refreshed: reloading");
-                        if context.reload_requests.send(ReloadTrigger::Source).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(reason) => {
-                        tracing::error!("{reason}; keeping the last value (on_error: fail)");
-                        context.metrics.reloads_failed.inc();
-                        context.record_reload(ReloadRecord {
-                            at: chrono::Utc::now(),
-                            ok: false,
-                            error: Some(reason),
-                            trigger: ReloadTrigger::Source,
-                        });
+    for source in sources.intervals() {
+        spawn_interval(&context, source);
+    }
+}
+
+/// Refreshes `source` on its interval while it is declared (a reload of the
+/// declarations ends the task of a source it replaced); a changed value
+/// requests a reload.
+pub fn spawn_interval(context: &Arc<DaemonContext>, source: Arc<Source>) {
+    let Refresh::Every(interval) = source.refresh else {
+        return;
+    };
+    let context = Arc::clone(context);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        loop {
+            ticks.tick().await;
+            let sources = context.sources.as_ref().expect("started with sources");
+            if !sources.is_current(&source) {
+                return;
+            }
+            let failed_before = context.last_reload().is_some_and(|r| !r.ok);
+            match sources.refresh(&source, false).await {
+                // After a failure, a good fetch reloads even if the value is
+                // the same, so that readiness comes back.
+                Ok(changed) if changed || failed_before => {
+                    tracing::info!(source = %source.id, "source refreshed: reloading");
+                    if context.reload_requests.send(ReloadTrigger::Source).is_err() {
+                        return;
                     }
                 }
+                Ok(_) => {}
+                Err(reason) => {
+                    tracing::error!("{reason}; keeping the last value (on_error: fail)");
+                    context.metrics.reloads_failed.inc();
+                    context.record_reload(ReloadRecord {
+                        at: chrono::Utc::now(),
+                        ok: false,
+                        error: Some(reason),
+                        trigger: ReloadTrigger::Source,
+                    });
+                }
             }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
+        }
+    });
 }
 
 #[cfg(test)]
