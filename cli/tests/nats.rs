@@ -801,3 +801,82 @@ fn jwt_credentials_file_authentication() {
         refused.stderr
     );
 }
+
+// Dynamic sources from a key-value bucket ────────────────────────────────────
+
+#[test]
+fn a_key_value_bucket_feeds_pipeline_vars_and_its_changes_reload_the_rules() {
+    let server = NatsServer::start();
+    let client = server.client();
+    client.kv_put("lists", "admins", "alice\n");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("admin.yml"),
+        "title: Admin Logon\nid: dddddddd-1111-4222-8333-444444444444\nlogsource: {product: custom}\ndetection:\n  selection:\n    User|expand: '%admins%'\n  condition: selection\nlevel: high\n",
+    )
+    .unwrap();
+    let pipeline = dir.path().join("pipeline.yml");
+    std::fs::write(
+        &pipeline,
+        "name: kv\nvars:\n  admins: ${source.admins}\ntransformations: []\n",
+    )
+    .unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let host = server.url("x");
+    let host = host.trim_end_matches("/x");
+    let declare = |key: &str| {
+        std::fs::write(
+            conf.join("sources.yaml"),
+            format!("sources:\n  - {{id: admins, type: nats, url: \"{host}\", bucket: lists, key: {key}, format: lines, refresh: 1s}}\n"),
+        )
+        .unwrap();
+    };
+    let out = dir.path().join("detections.ndjson");
+    let daemon = |dir: &Path| {
+        DaemonCommand::new(dir)
+            .arg("-r")
+            .arg(&rules)
+            .arg("-p")
+            .arg(&pipeline)
+            .arg("--source")
+            .arg(&conf)
+            .args(["--input", "http", "--include-event"])
+            .args(["--output", &format!("file://{}", out.display())])
+    };
+    // A key the bucket does not hold: exit 3 naming bucket and key.
+    declare("nobody");
+    let refused = daemon(dir.path()).run_to_exit();
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("source \"admins\": bucket \"lists\" has no key \"nobody\""),
+        "{}",
+        refused.stderr
+    );
+
+    declare("admins");
+    let mut daemon = daemon(dir.path()).start();
+    let logon = |user: &str, n: u64| json!({"User": user, "n": n}).to_string() + "\n";
+    daemon.post_events(logon("alice", 1) + &logon("bob", 2), 2);
+    let hits = |records: &[Value]| {
+        let mut n: Vec<u64> = records
+            .iter()
+            .map(|r| r["event"]["n"].as_u64().unwrap())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(hits(&daemon.wait_records(&out, 1)), [1]);
+    let before = daemon.status()["last_reload"].clone();
+    client.kv_put("lists", "admins", "alice\nbob\n");
+    let reload = daemon.wait_reload_after(&before);
+    assert_eq!(reload["ok"], json!(true), "{reload}");
+    assert_eq!(reload["trigger"], json!("source"), "{reload}");
+    daemon.post_events(logon("bob", 3), 1);
+    assert_eq!(hits(&daemon.wait_records(&out, 2)), [1, 3]);
+    daemon.stop();
+}

@@ -153,6 +153,35 @@ pub struct Client {
 }
 
 impl Client {
+    /// Puts `value` at `key` of the key-value bucket `bucket` (created when
+    /// missing). The bucket's stream is made by hand, as the client's
+    /// `create_key_value` does not read the answers of Debian's 2.9 server.
+    pub fn kv_put(&self, bucket: &str, key: &str, value: &str) {
+        self.runtime.block_on(async {
+            let stream = format!("KV_{bucket}");
+            if self.js.get_stream(&stream).await.is_err() {
+                self.js
+                    .create_stream(jetstream::stream::Config {
+                        name: stream,
+                        subjects: vec![format!("$KV.{bucket}.>")],
+                        max_messages_per_subject: 1,
+                        allow_rollup: true,
+                        deny_delete: true,
+                        allow_direct: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("creating the bucket's stream");
+            }
+            self.js
+                .publish(format!("$KV.{bucket}.{key}"), value.to_owned().into())
+                .await
+                .expect("putting the value")
+                .await
+                .expect("the put acknowledged");
+        });
+    }
+
     /// Creates a stream `name` holding `subjects`.
     pub fn create_stream(&self, name: &str, subjects: &[&str]) {
         self.runtime

@@ -175,7 +175,7 @@ fn new_context(
         metrics.register_tls();
     }
     let sources = (!config.sources.is_empty())
-        .then(|| sources::Sources::declare(&config.sources, metrics.registry()))
+        .then(|| sources::Sources::declare(&config.sources, &config.nats, metrics.registry()))
         .transpose()
         .map_err(DaemonError::Config)?;
     let enrichment = config

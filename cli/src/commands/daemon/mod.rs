@@ -171,7 +171,7 @@ pub struct DaemonArgs {
     #[arg(long = "source", value_name = "FILE_OR_DIR")]
     pub sources: Vec<PathBuf>,
 
-    /// Let pipeline include: items name sources fetched over the network (http).
+    /// Let pipeline include: items name sources fetched over the network (http, nats).
     #[arg(long)]
     pub allow_remote_include: bool,
 }

@@ -183,6 +183,25 @@ async fn connect(
             config.auth.method()
         )
     };
+    let options = connect_options(config)
+        .await?
+        .event_callback(connection_events(
+            server.to_owned(),
+            Arc::clone(context),
+            metrics.connected.with_label_values(&[server]),
+            is_source,
+        ));
+    let client = options.connect(server).await.map_err(|err| refused(&err))?;
+    metrics.connected.with_label_values(&[server]).set(1);
+    tracing::info!(server, auth = config.auth.method(), "connected to NATS");
+    Ok(client)
+}
+
+/// The client options of the daemon's NATS settings: authentication, TLS,
+/// the connection timeout. Errors never echo a secret.
+pub(crate) async fn connect_options(
+    config: &NatsConfig,
+) -> Result<async_nats::ConnectOptions, String> {
     let options = match &config.auth {
         NatsAuth::None => async_nats::ConnectOptions::new(),
         NatsAuth::Creds(path) => async_nats::ConnectOptions::with_credentials_file(path)
@@ -208,23 +227,14 @@ async fn connect(
     let mut options = options
         .name("rsigma")
         .connection_timeout(CONNECT_TIMEOUT)
-        .require_tls(config.require_tls)
-        .event_callback(connection_events(
-            server.to_owned(),
-            Arc::clone(context),
-            metrics.connected.with_label_values(&[server]),
-            is_source,
-        ));
+        .require_tls(config.require_tls);
     if let Some((cert, key)) = &config.client_cert {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
     if let Some(ca) = &config.ca {
         options = options.add_root_certificates(ca.clone());
     }
-    let client = options.connect(server).await.map_err(|err| refused(&err))?;
-    metrics.connected.with_label_values(&[server]).set(1);
-    tracing::info!(server, auth = config.auth.method(), "connected to NATS");
-    Ok(client)
+    Ok(options)
 }
 
 /// Keeps the connection gauge and, for the source's server, readiness in

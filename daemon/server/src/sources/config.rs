@@ -32,6 +32,8 @@ pub(crate) enum SourceType {
     File,
     Http,
     Command,
+    /// A key of a JetStream key-value bucket.
+    Nats,
 }
 
 /// How the fetched bytes are read.
@@ -90,4 +92,7 @@ pub(crate) struct SourceSpec {
     // command
     pub command: Option<Vec<String>>,
     pub env: Option<BTreeMap<String, String>>,
+    // nats (and `url`)
+    pub bucket: Option<String>,
+    pub key: Option<String>,
 }

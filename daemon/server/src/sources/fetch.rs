@@ -33,26 +33,79 @@ enum Origin {
         allow_link_local: bool,
     },
     Command(CommandEnricher),
+    #[cfg(feature = "nats")]
+    Nats(NatsKey),
+}
+
+/// A key of a JetStream key-value bucket, read over one lazily made
+/// connection with the daemon's NATS settings (`--nats-*`).
+#[cfg(feature = "nats")]
+struct NatsKey {
+    server: String,
+    bucket: String,
+    key: String,
+    settings: crate::config::NatsConfig,
+    client: tokio::sync::OnceCell<async_nats::Client>,
+}
+
+#[cfg(feature = "nats")]
+impl NatsKey {
+    async fn get(&self) -> Result<Vec<u8>, String> {
+        let client = self
+            .client
+            .get_or_try_init(|| async {
+                crate::nats::connect_options(&self.settings)
+                    .await?
+                    .connect(self.server.as_str())
+                    .await
+                    .map_err(|err| {
+                        format!(
+                            "cannot connect to NATS at {} ({}): {err}",
+                            self.server,
+                            self.settings.auth.method()
+                        )
+                    })
+            })
+            .await?;
+        let store = async_nats::jetstream::new(client.clone())
+            .get_key_value(self.bucket.as_str())
+            .await
+            .map_err(|err| format!("key-value bucket {:?}: {err}", self.bucket))?;
+        match store.get(self.key.as_str()).await {
+            Ok(Some(bytes)) => Ok(bytes.to_vec()),
+            Ok(None) => Err(format!(
+                "bucket {:?} has no key {:?}",
+                self.bucket, self.key
+            )),
+            Err(err) => Err(format!(
+                "bucket {:?}, key {:?}: {err}",
+                self.bucket, self.key
+            )),
+        }
+    }
 }
 
 /// Refuses a key of another source type.
 fn check_keys(spec: &SourceSpec) -> Result<(), String> {
-    use SourceType::{Command, File, Http};
-    let keys: [(&str, bool, SourceType); 8] = [
-        ("path", spec.path.is_some(), File),
-        ("url", spec.url.is_some(), Http),
-        ("method", spec.method.is_some(), Http),
-        ("headers", spec.headers.is_some(), Http),
-        ("body", spec.body.is_some(), Http),
-        ("allow_link_local", spec.allow_link_local.is_some(), Http),
-        ("command", spec.command.is_some(), Command),
-        ("env", spec.env.is_some(), Command),
+    use SourceType::{Command, File, Http, Nats};
+    let keys: [(&str, bool, &[SourceType]); 10] = [
+        ("path", spec.path.is_some(), &[File]),
+        ("url", spec.url.is_some(), &[Http, Nats]),
+        ("method", spec.method.is_some(), &[Http]),
+        ("headers", spec.headers.is_some(), &[Http]),
+        ("body", spec.body.is_some(), &[Http]),
+        ("allow_link_local", spec.allow_link_local.is_some(), &[Http]),
+        ("command", spec.command.is_some(), &[Command]),
+        ("env", spec.env.is_some(), &[Command]),
+        ("bucket", spec.bucket.is_some(), &[Nats]),
+        ("key", spec.key.is_some(), &[Nats]),
     ];
-    for (key, present, owner) in keys {
-        if present && owner != spec.source_type {
+    for (key, present, owners) in keys {
+        if present && !owners.contains(&spec.source_type) {
+            let owners: Vec<&str> = owners.iter().map(|t| type_name(*t)).collect();
             return Err(format!(
                 "`{key}` is a key of type {}, not of type {}",
-                type_name(owner),
+                owners.join(" and "),
                 type_name(spec.source_type)
             ));
         }
@@ -65,6 +118,7 @@ fn type_name(source_type: SourceType) -> &'static str {
         SourceType::File => "file",
         SourceType::Http => "http",
         SourceType::Command => "command",
+        SourceType::Nats => "nats",
     }
 }
 
@@ -76,6 +130,7 @@ impl Fetcher {
         spec: &SourceSpec,
         dir: &Path,
         extract: Option<Extractor>,
+        nats: &crate::config::NatsConfig,
     ) -> Result<Fetcher, String> {
         check_keys(spec)?;
         let max_bytes = match spec.max_bytes {
@@ -153,6 +208,7 @@ impl Fetcher {
                     max_output_bytes: max_bytes,
                 })
             }
+            SourceType::Nats => nats_origin(spec, nats)?,
         };
         Ok(Fetcher {
             origin,
@@ -164,7 +220,7 @@ impl Fetcher {
 
     /// Whether the data comes over the network.
     pub(crate) fn is_remote(&self) -> bool {
-        matches!(self.origin, Origin::Http { .. })
+        !matches!(self.origin, Origin::File(_) | Origin::Command(_))
     }
 
     /// The file of a file source.
@@ -201,6 +257,17 @@ impl Fetcher {
                 Value::String(text) => text.into_bytes(),
                 other => other.to_string().into_bytes(),
             },
+            #[cfg(feature = "nats")]
+            Origin::Nats(key) => {
+                let bytes = key.get().await?;
+                if bytes.len() > self.max_bytes {
+                    return Err(format!(
+                        "the value is larger than max_bytes ({})",
+                        self.max_bytes
+                    ));
+                }
+                bytes
+            }
         };
         let value = parse(self.format, &bytes)?;
         match &self.extract {
@@ -208,6 +275,33 @@ impl Fetcher {
             None => Ok(value),
         }
     }
+}
+
+/// A `nats` source: `url: nats://HOST[:PORT]` (or `tls://`), `bucket`, `key`.
+#[cfg(feature = "nats")]
+fn nats_origin(spec: &SourceSpec, nats: &crate::config::NatsConfig) -> Result<Origin, String> {
+    let needs = |key: &str| format!("type nats needs `{key}`");
+    let server = spec.url.clone().ok_or_else(|| needs("url"))?;
+    let host = server
+        .strip_prefix("nats://")
+        .or_else(|| server.strip_prefix("tls://"));
+    if !host.is_some_and(|h| !h.is_empty() && !h.contains(['/', '@'])) {
+        return Err(format!(
+            "`url: {server}` must be nats://HOST[:PORT] or tls://HOST[:PORT], without credentials"
+        ));
+    }
+    Ok(Origin::Nats(NatsKey {
+        server,
+        bucket: spec.bucket.clone().ok_or_else(|| needs("bucket"))?,
+        key: spec.key.clone().ok_or_else(|| needs("key"))?,
+        settings: nats.clone(),
+        client: tokio::sync::OnceCell::new(),
+    }))
+}
+
+#[cfg(not(feature = "nats"))]
+fn nats_origin(_: &SourceSpec, _: &crate::config::NatsConfig) -> Result<Origin, String> {
+    Err("type nats is not available in this build".to_owned())
 }
 
 async fn read_file(path: &Path, limit: usize) -> Result<Vec<u8>, String> {

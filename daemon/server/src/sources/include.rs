@@ -2,7 +2,7 @@
 //! dynamic source, spliced into the pipeline's `transformations` where the
 //! item stands.
 //!
-//! A source fetched over the network (`http`) may only be included with
+//! A source fetched over the network (`http`, `nats`) may only be included with
 //! `--allow-remote-include`: whoever controls it controls how every rule is
 //! rewritten. A pipeline without `include` items is loaded as it is.
 

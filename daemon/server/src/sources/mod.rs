@@ -69,6 +69,8 @@ pub struct Source {
 /// with the rules: see [`Sources::reload_declarations`].
 pub struct Sources {
     paths: Vec<PathBuf>,
+    /// The daemon's NATS settings, for `nats` sources.
+    nats: crate::config::NatsConfig,
     declared: ArcSwap<Declared>,
     values: Mutex<HashMap<String, Arc<Value>>>,
     metrics: SourceMetrics,
@@ -126,10 +128,15 @@ impl SourceMetrics {
 impl Sources {
     /// Reads the declarations of every `--source` path (a directory: its
     /// `*.yml`/`*.yaml` files in name order). Ids must be unique.
-    pub fn declare(paths: &[PathBuf], registry: &Registry) -> Result<Sources, String> {
+    pub fn declare(
+        paths: &[PathBuf],
+        nats: &crate::config::NatsConfig,
+        registry: &Registry,
+    ) -> Result<Sources, String> {
         Ok(Sources {
             paths: paths.to_vec(),
-            declared: ArcSwap::from_pointee(read_declarations(paths)?),
+            nats: nats.clone(),
+            declared: ArcSwap::from_pointee(read_declarations(paths, nats)?),
             values: Mutex::new(HashMap::new()),
             metrics: SourceMetrics::register(registry),
         })
@@ -144,7 +151,7 @@ impl Sources {
         if declarations_digest(&self.paths) == self.declared.load().digest {
             return Ok((false, Vec::new()));
         }
-        let declared = read_declarations(&self.paths)?;
+        let declared = read_declarations(&self.paths, &self.nats)?;
         let mut fetched = Vec::with_capacity(declared.sources.len());
         for source in &declared.sources {
             let previous = self.value(&source.id);
@@ -205,7 +212,10 @@ fn declarations_digest(paths: &[PathBuf]) -> String {
 }
 
 /// Reads and checks every declaration file of `paths`. Ids must be unique.
-fn read_declarations(paths: &[PathBuf]) -> Result<Declared, String> {
+fn read_declarations(
+    paths: &[PathBuf],
+    nats: &crate::config::NatsConfig,
+) -> Result<Declared, String> {
     let digest = declarations_digest(paths);
     let mut sources: Vec<Arc<Source>> = Vec::new();
     {
@@ -224,7 +234,7 @@ fn read_declarations(paths: &[PathBuf]) -> Result<Declared, String> {
                         file.display()
                     ));
                 }
-                let compiled = compile(source, dir, &file).map_err(|err| {
+                let compiled = compile(source, dir, &file, nats).map_err(|err| {
                     format!("source file {}: source {id:?}: {err}", file.display())
                 })?;
                 sources.push(Arc::new(compiled));
@@ -447,7 +457,12 @@ fn declaration_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-fn compile(spec: SourceSpec, dir: &Path, file: &Path) -> Result<Source, String> {
+fn compile(
+    spec: SourceSpec,
+    dir: &Path,
+    file: &Path,
+    nats: &crate::config::NatsConfig,
+) -> Result<Source, String> {
     if spec.id.is_empty() || spec.id.contains(['}', ' ']) {
         return Err("the id must be non-empty, without spaces or `}`".into());
     }
@@ -484,7 +499,7 @@ fn compile(spec: SourceSpec, dir: &Path, file: &Path) -> Result<Source, String> 
         .as_deref()
         .map(|code| Extractor::compile(spec.extract_type.unwrap_or_default(), code))
         .transpose()?;
-    let fetcher = Fetcher::new(&spec, dir, extract)?;
+    let fetcher = Fetcher::new(&spec, dir, extract, nats)?;
     Ok(Source {
         id: spec.id,
         declared_in: file.to_path_buf(),
