@@ -34,7 +34,7 @@ enum Origin {
     },
     Command(CommandEnricher),
     #[cfg(feature = "nats")]
-    Nats(NatsKey),
+    Nats(Box<NatsKey>),
 }
 
 /// A key of a JetStream key-value bucket, read over one lazily made
@@ -290,13 +290,13 @@ fn nats_origin(spec: &SourceSpec, nats: &crate::config::NatsConfig) -> Result<Or
             "`url: {server}` must be nats://HOST[:PORT] or tls://HOST[:PORT], without credentials"
         ));
     }
-    Ok(Origin::Nats(NatsKey {
+    Ok(Origin::Nats(Box::new(NatsKey {
         server,
         bucket: spec.bucket.clone().ok_or_else(|| needs("bucket"))?,
         key: spec.key.clone().ok_or_else(|| needs("key"))?,
         settings: nats.clone(),
         client: tokio::sync::OnceCell::new(),
-    }))
+    })))
 }
 
 #[cfg(not(feature = "nats"))]
