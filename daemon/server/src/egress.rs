@@ -90,8 +90,9 @@ fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
 
 /// Link-local addresses (which hold the AWS, GCP, Azure and OpenStack
 /// metadata services at 169.254.169.254) and the other metadata addresses:
-/// AWS's IPv6 `fd00:ec2::254`, Alibaba's `100.100.100.200`, Azure's
-/// `168.63.129.16`. IPv4-mapped IPv6 forms are checked as IPv4.
+/// AWS's IPv6 `fd00:ec2::254`, GCP's IPv6 `fd20:ce::254`, Alibaba's
+/// `100.100.100.200`, Azure's `168.63.129.16`. IPv4-mapped and NAT64
+/// (`64:ff9b::/96`) forms are checked as the IPv4 address they carry.
 pub(crate) fn is_blocked(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -102,8 +103,14 @@ pub(crate) fn is_blocked(ip: IpAddr) -> bool {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => is_blocked(IpAddr::V4(v4)),
             None => {
-                (v6.segments()[0] & 0xffc0) == 0xfe80
+                let segments = v6.segments();
+                // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
+                let nat64 = segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+                let embedded = Ipv4Addr::from(((segments[6] as u32) << 16) | segments[7] as u32);
+                (segments[0] & 0xffc0) == 0xfe80
                     || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                    || v6 == Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254)
+                    || (nat64 && is_blocked(IpAddr::V4(embedded)))
             }
         },
     }
@@ -151,6 +158,8 @@ mod tests {
             "fe80::1",
             "fd00:ec2::254",
             "::ffff:169.254.169.254",
+            "fd20:ce::254",
+            "64:ff9b::a9fe:a9fe",
         ] {
             assert!(is_blocked(blocked.parse().unwrap()), "{blocked}");
         }

@@ -50,23 +50,26 @@ pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
     // Source declarations and watched source files are read first: their
     // change is a change even when no rule file changed.
     let mut refreshed = Refreshed::default();
+    let mut declarations_changed = false;
     if let Some(sources) = &context.sources {
         match sources.reload_declarations().await {
             Ok((changed, intervals)) => {
                 refreshed.changed = changed;
+                declarations_changed = changed;
                 for source in intervals {
                     crate::sources::spawn_interval(context, source);
                 }
             }
-            Err(err) => refreshed.failures.push(err),
+            Err(err) => {
+                refreshed.changed = true;
+                refreshed.failures.push(err);
+            }
         }
         let watched = sources.refresh_watched().await;
-        refreshed.changed |= watched.changed;
-        refreshed.failures.extend(watched.failures);
+        refreshed.changed |= watched.changed || !watched.failures.is_empty();
     }
     if trigger == ReloadTrigger::Watch
         && !refreshed.changed
-        && refreshed.failures.is_empty()
         && context.last_reload().is_none_or(|r| r.ok)
     {
         let checking = Arc::clone(context);
@@ -81,9 +84,10 @@ pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
     }
     context.metrics.reloads.inc();
     if let Some(sources) = &context.sources {
-        refreshed
-            .failures
-            .extend(sources.refresh_on_reload().await.failures);
+        sources.refresh_on_reload().await;
+        // Every source failing now (with `on_error: fail`), not only those
+        // fetched by this reload: readiness stays off until each recovers.
+        refreshed.failures.extend(sources.failures());
     }
     let loading = Arc::clone(context);
     let loaded = tokio::task::spawn_blocking(move || {
@@ -92,7 +96,7 @@ pub async fn reload_now(context: &Arc<DaemonContext>, trigger: ReloadTrigger) {
     .await
     .expect("the rule loader does not panic");
     let mut companions = refreshed.failures;
-    companions.extend(reload_companions(context).await);
+    companions.extend(reload_companions(context, declarations_changed).await);
     let failure = match loaded {
         Ok(ruleset) => {
             // The rules are fine: use them, even if a companion failed.
@@ -137,8 +141,13 @@ fn unchanged_on_disk(context: &DaemonContext) -> bool {
 }
 
 /// Rotates what reloads with the rules: the TLS certificate and the
-/// enrichers. Each failure keeps the previous one and is returned.
-async fn reload_companions(context: &Arc<DaemonContext>) -> Vec<String> {
+/// enrichers (only when their file, or the sources their lookups name,
+/// changed: a rebuild empties their caches). Each failure keeps the previous
+/// one and is returned.
+async fn reload_companions(
+    context: &Arc<DaemonContext>,
+    declarations_changed: bool,
+) -> Vec<String> {
     let mut failures = Vec::new();
     if let Some(tls) = &context.tls
         && let Err(err) = tls.reload()
@@ -149,6 +158,9 @@ async fn reload_companions(context: &Arc<DaemonContext>) -> Vec<String> {
         let loading = Arc::clone(context);
         let reloaded = tokio::task::spawn_blocking(move || {
             let enrichment = loading.enrichment.as_ref().expect("checked");
+            if enrichment.unchanged_on_disk() && !declarations_changed {
+                return Ok(());
+            }
             enrichment.reload(loading.sources.as_ref())
         })
         .await

@@ -55,7 +55,7 @@ impl CommandEnricher {
             .spawn()
             .map_err(|err| format!("cannot run {}: {err}", argv[0]))?;
         let mut stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
         let limit = self.max_output_bytes;
         let read_stdout = async {
             let mut out = Vec::new();
@@ -65,25 +65,20 @@ impl CommandEnricher {
                 .await
                 .map(|_| out)
         };
-        // All of standard error is read (a program blocked writing it would
-        // never exit), its start kept.
-        let read_stderr = async {
-            let mut err = Vec::new();
-            let _ = (&mut stderr)
-                .take(STDERR_QUOTE as u64)
-                .read_to_end(&mut err)
-                .await;
-            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
-            err
-        };
-        let (out, err) = tokio::join!(read_stdout, read_stderr);
-        let out = out.map_err(|err| format!("reading the output of {}: {err}", argv[0]))?;
+        // Standard error is read beside standard output; once output
+        // overflows, the program is killed (on return) without waiting for it.
+        let read_stderr = tokio::spawn(read_stderr_owned(stderr));
+        let out = read_stdout
+            .await
+            .map_err(|err| format!("reading the output of {}: {err}", argv[0]))?;
         if out.len() > limit {
+            read_stderr.abort();
             return Err(format!(
                 "{} wrote more than max_output_bytes ({limit})",
                 argv[0]
             ));
         }
+        let err = read_stderr.await.unwrap_or_default();
         let status = child
             .wait()
             .await
@@ -104,4 +99,16 @@ impl CommandEnricher {
             }
         }
     }
+}
+
+/// All of standard error (a program blocked writing it would never exit),
+/// its start kept.
+async fn read_stderr_owned(mut stderr: tokio::process::ChildStderr) -> Vec<u8> {
+    let mut err = Vec::new();
+    let _ = (&mut stderr)
+        .take(STDERR_QUOTE as u64)
+        .read_to_end(&mut err)
+        .await;
+    let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+    err
 }

@@ -120,7 +120,7 @@ impl HttpEnricher {
         let json: Value = serde_json::from_slice(&bytes)
             .map_err(|err| format!("the response is not JSON: {err}"))?;
         match &self.extract {
-            Some(extract) => extract.apply(json),
+            Some(extract) => extract.apply(&json),
             None => Ok(Some(json)),
         }
     }
@@ -175,13 +175,27 @@ impl Cache {
     {
         let entry = self.entry(request);
         let mut fetched = false;
-        let (_, value) = entry
+        let result = entry
             .get_or_try_init(|| async {
                 fetched = true;
                 fetch().await.map(|value| (Instant::now(), value))
             })
-            .await?;
-        Ok((value.clone(), !fetched))
+            .await;
+        match result {
+            Ok((_, value)) => Ok((value.clone(), !fetched)),
+            Err(err) => {
+                // Failures are not cached: the entry goes, unless another
+                // call has filled it meanwhile.
+                let mut entries = self.entries.lock().expect("not poisoned");
+                if entries
+                    .get(request)
+                    .is_some_and(|e| Arc::ptr_eq(e, &entry) && e.get().is_none())
+                {
+                    entries.remove(request);
+                }
+                Err(err)
+            }
+        }
     }
 
     /// The entry for `request`: the live one, or a new one in place of an
@@ -193,7 +207,9 @@ impl Cache {
             return Arc::clone(entry);
         }
         if entries.len() >= CACHE_ENTRIES {
-            entries.retain(|_, entry| live(entry));
+            // Entries still being fetched (or whose fetch was cancelled by a
+            // timeout) leave the map too: their callers hold them.
+            entries.retain(|_, entry| entry.get().is_some() && live(entry));
             if entries.len() >= CACHE_ENTRIES
                 && let Some(oldest) = entries
                     .iter()

@@ -80,7 +80,14 @@ impl Lookup {
     /// The value for `record`: the extracted value, else `default`, else
     /// none (the caller's `on_error`). An expression that fails to compile
     /// or run is an error even with a default.
-    pub(crate) fn call(&self, record: &Value, sources: &Sources) -> Result<Option<Value>, String> {
+    /// The expression runs on a blocking thread: a heavy one over a large
+    /// source must not hold up the async runtime (the caller's timeout
+    /// releases the record; the thread finishes on its own).
+    pub(crate) async fn call(
+        &self,
+        record: &Value,
+        sources: &Sources,
+    ) -> Result<Option<Value>, String> {
         let data = sources
             .value(&self.source)
             .ok_or_else(|| format!("source {:?} has no value", self.source))?;
@@ -88,8 +95,10 @@ impl Lookup {
             None => Some((*data).clone()),
             Some((extract_type, template)) => {
                 let text = template.render(record, escape_in_string)?;
-                self.extractor(*extract_type, &text)?
-                    .apply((*data).clone())?
+                let extractor = self.extractor(*extract_type, &text)?;
+                tokio::task::spawn_blocking(move || extractor.apply(&data))
+                    .await
+                    .map_err(|_| "the extract expression panicked".to_owned())??
             }
         };
         Ok(found

@@ -105,12 +105,12 @@ impl Extractor {
         }
     }
 
-    pub(crate) fn apply(&self, doc: Value) -> Result<Option<Value>, String> {
+    pub(crate) fn apply(&self, doc: &Value) -> Result<Option<Value>, String> {
         let mut values = match self {
             Extractor::Jq(filter) => filter
                 .values(doc)
                 .map_err(|err| format!("extract: {err}"))?,
-            Extractor::JsonPath(query) => query.values(&doc),
+            Extractor::JsonPath(query) => query.values(doc),
         };
         Ok(match values.len() {
             0 => None,
@@ -315,6 +315,10 @@ fn compile(spec: EnricherSpec, sources: Option<&Sources>) -> Result<Enricher, St
             if argv.is_empty() || argv[0].is_empty() {
                 return Err("type command needs `command`: the program and its arguments".into());
             }
+            // A record chooses arguments, never the program.
+            if argv[0].contains("${detection.") || argv[0].contains("${correlation.") {
+                return Err("`command[0]`: the program cannot come from the record".into());
+            }
             let argv = argv
                 .iter()
                 .enumerate()
@@ -459,8 +463,15 @@ pub async fn run(
         let (context, enriched) = (Arc::clone(&context), enriched.clone());
         in_flight.spawn(async move {
             let chunk = enrich_chunk(&context, &set, chunk).await;
-            if chunk.records() > 0 && enriched.send(chunk).await.is_err() {
+            if chunk.records() > 0
+                && let Err(unsent) = enriched.send(chunk).await
+            {
                 tracing::error!("sink queue closed; enriched records not delivered");
+                unsent
+                    .0
+                    .receipts
+                    .iter()
+                    .for_each(crate::source::Receipt::fail);
             }
             drop(slot);
         });
@@ -552,6 +563,10 @@ async fn enrich_record(context: &DaemonContext, set: &EnricherSet, bytes: &[u8])
             Outcome::Drop => return Enriched::Dropped,
         }
     }
+    if enrichments.is_empty() {
+        // Every enricher skipped: the record as it came.
+        return Enriched::Unchanged;
+    }
     if let Value::Object(map) = &mut record {
         map.insert("enrichments".to_owned(), Value::Object(enrichments));
     }
@@ -559,8 +574,8 @@ async fn enrich_record(context: &DaemonContext, set: &EnricherSet, bytes: &[u8])
 }
 
 /// One enricher call: a permit, the timeout, metrics and `on_error`.
-/// Templates and lookups do no I/O: they run at once, without a permit or
-/// a timer.
+/// Templates do no I/O and are cheap: they run at once, without a permit
+/// or a timer.
 async fn call(
     context: &DaemonContext,
     set: &EnricherSet,
@@ -570,7 +585,7 @@ async fn call(
     let metrics = &context.enrichment.as_ref().expect("configured").metrics;
     let sources = context.sources.as_ref();
     let started = Instant::now();
-    let result = if matches!(enricher.action, Action::Template(_) | Action::Lookup(_)) {
+    let result = if matches!(enricher.action, Action::Template(_)) {
         Ok(invoke(enricher, record, sources).await)
     } else {
         let _permit = set
@@ -632,6 +647,7 @@ async fn invoke(
     match &enricher.action {
         Action::Lookup(lookup) => lookup
             .call(record, sources.expect("checked when the file loaded"))
+            .await
             .map(|value| (value, false)),
         Action::Template(template) => template
             .render_plain(record)

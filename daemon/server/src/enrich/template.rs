@@ -125,18 +125,28 @@ impl Template {
 /// Checks that every `${...}` of `text` sits inside a string literal
 /// delimited by one of `quotes` (with backslash escapes): what a `lookup`
 /// enricher's `extract` needs, so that a record's value, escaped by
-/// [`escape_in_string`], stays data and never becomes query code.
+/// [`escape_in_string`], stays data and never becomes query code. What
+/// would let text inside a string, or a quote, be code is refused: jq's
+/// string interpolation `\(...)` and `#` comments outside strings.
 pub(crate) fn check_references_quoted(text: &str, quotes: &[char]) -> Result<(), String> {
     let mut open: Option<char> = None;
     let mut chars = text.char_indices();
     while let Some((at, c)) = chars.next() {
         match open {
             Some(_) if c == '\\' => {
-                chars.next();
+                if let Some((_, '(')) = chars.next() {
+                    return Err(
+                        "string interpolation `\\(...)` cannot be used in a lookup's extract"
+                            .to_owned(),
+                    );
+                }
             }
             Some(quote) if c == quote => open = None,
             Some(_) => {}
             None if quotes.contains(&c) => open = Some(c),
+            None if c == '#' => {
+                return Err("comments (`#`) cannot be used in a lookup's extract".to_owned());
+            }
             None if text[at..].starts_with("${") => {
                 let end = text[at..].find('}').map_or(text.len(), |e| at + e + 1);
                 return Err(format!(
@@ -151,11 +161,12 @@ pub(crate) fn check_references_quoted(text: &str, quotes: &[char]) -> Result<(),
 }
 
 /// Escapes a value for the inside of a `"` or `'` string literal of jq or
-/// JSONPath.
+/// JSONPath: quotes as `\u` escapes (valid in both languages and both
+/// quote styles), backslashes doubled, control characters as `\u` escapes.
 pub(crate) fn escape_in_string(value: &str, out: &mut String) {
     for c in value.chars() {
         match c {
-            '"' => out.push_str("\\\""),
+            '"' => out.push_str("\\u0022"),
             '\'' => out.push_str("\\u0027"),
             '\\' => out.push_str("\\\\"),
             c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
@@ -426,9 +437,16 @@ mod tests {
             err.starts_with("${detection.fields.User} must be inside a quoted string"),
             "{err}"
         );
+        for (text, error) in [
+            (r#""\(${detection.fields.User})""#, "string interpolation"),
+            ("# comment \"\n.[\"${x}\"]", "comments"),
+        ] {
+            let err = check_references_quoted(text, &['"']).unwrap_err();
+            assert!(err.contains(error), "{text}: {err}");
+        }
         let mut out = String::new();
         escape_in_string("a\"b'c\\d\ne", &mut out);
-        assert_eq!(out, r#"a\"b\u0027c\\d\u000ae"#);
+        assert_eq!(out, r#"a\u0022b\u0027c\\d\u000ae"#);
         assert_eq!(
             Template::expand_env("${detection.rule.id}").unwrap_err(),
             "${detection.rule.id}: only environment variables can be used here"

@@ -15,7 +15,8 @@
 //!   `=`, `\\` is `\`, `\n` and `\r` are line breaks; other backslashes are
 //!   kept as written (Windows paths are often not escaped);
 //! - an extension named `cef` or `syslog`, or given twice, keeps its first
-//!   value at the top level and the others under `cef.extensions`;
+//!   value at the top level and the others under `cef.extensions` (a
+//!   string, or a list when there are several);
 //! - text before `CEF:` (a syslog header, as CEF is usually sent) is parsed
 //!   as syslog and its fields go under `syslog`;
 //! - every value is a string, as in the format.
@@ -63,9 +64,20 @@ pub(super) fn parse(line: &str, syslog: &SyslogParser) -> Result<Value, DecodeEr
     let mut collided = Map::new();
     for (key, value) in extensions(parts[7])? {
         if key == "cef" || key == "syslog" || event.contains_key(key) {
-            collided
-                .entry(key.to_owned())
-                .or_insert(Value::String(value));
+            // The first collision is a string; more make it a list.
+            match collided.get_mut(key) {
+                None => {
+                    collided.insert(key.to_owned(), Value::String(value));
+                }
+                Some(Value::Array(values)) => values.push(Value::String(value)),
+                Some(first) => {
+                    let first = first.take();
+                    collided.insert(
+                        key.to_owned(),
+                        Value::Array(vec![first, Value::String(value)]),
+                    );
+                }
+            }
         } else {
             event.insert(key.to_owned(), Value::String(value));
         }
@@ -265,11 +277,11 @@ mod tests {
 
     #[test]
     fn collisions_and_empty_extension() {
-        let event = cef("CEF:0|V|P|1|s|n|3|cef=x src=a src=b syslog=y").unwrap();
+        let event = cef("CEF:0|V|P|1|s|n|3|cef=x src=a src=b syslog=y src=c").unwrap();
         assert_eq!(event["src"], "a");
         assert_eq!(
             event["cef"]["extensions"],
-            json!({"cef": "x", "src": "b", "syslog": "y"})
+            json!({"cef": "x", "src": ["b", "c"], "syslog": "y"})
         );
         assert_eq!(
             cef("CEF:0|V|P|1|s|n|3|")

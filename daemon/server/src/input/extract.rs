@@ -92,8 +92,9 @@ impl JqFilter {
 impl JqFilter {
     /// Runs the filter on `input` and returns every result, whatever its
     /// type (for enrichers' `extract`); at most [`MAX_JQ_OUTPUTS`].
-    pub(crate) fn values(&self, input: Value) -> Result<Vec<Value>, String> {
-        let input: Val = serde_json::from_value(input).map_err(|err| err.to_string())?;
+    pub(crate) fn values(&self, input: &Value) -> Result<Vec<Value>, String> {
+        let input =
+            <Val as serde::Deserialize>::deserialize(input).map_err(|err| err.to_string())?;
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut values = Vec::new();
         for result in self.filter.id.run((ctx, input)) {

@@ -422,8 +422,10 @@ impl Decoder {
         } else if cef::find_start(start) == Some(0) {
             self.decode_cef(line, out)
         } else if starts_with_pri(start) {
-            if cef::find_start(start).is_some() {
-                self.decode_cef(line, out)
+            // CEF over syslog; a syslog message that merely mentions
+            // `CEF:0` stays syslog.
+            if cef::find_start(start).is_some() && self.decode_cef(line, out).is_ok() {
+                Ok(())
             } else {
                 self.decode_syslog(line, out)
             }
@@ -627,6 +629,9 @@ mod tests {
         assert_eq!(wrapped["syslog"]["hostname"], "fw");
         let syslog = &decode(&d, "<134>Sep 19 08:26:10 fw sshd: accepted").unwrap()[0];
         assert_eq!(syslog["hostname"], "fw");
+        let mention = "<13>Sep 19 08:26:10 host app: failed to forward CEF:0 record";
+        let syslog = &decode(&d, mention).unwrap()[0];
+        assert_eq!(syslog["message"], "failed to forward CEF:0 record");
         assert_eq!(
             decode(&d, r#"level=warn msg="token expired" user=bob"#).unwrap(),
             vec![json!({"level": "warn", "msg": "token expired", "user": "bob"})]

@@ -271,7 +271,7 @@ impl Fetcher {
         };
         let value = parse(self.format, &bytes)?;
         match &self.extract {
-            Some(extract) => Ok(extract.apply(value)?.unwrap_or(Value::Null)),
+            Some(extract) => Ok(extract.apply(&value)?.unwrap_or(Value::Null)),
             None => Ok(value),
         }
     }

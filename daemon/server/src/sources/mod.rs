@@ -73,6 +73,8 @@ pub struct Sources {
     nats: crate::config::NatsConfig,
     declared: ArcSwap<Declared>,
     values: Mutex<HashMap<String, Arc<Value>>>,
+    /// Sources whose last fetch failed with `on_error: fail`, and why.
+    failing: Mutex<std::collections::BTreeMap<String, String>>,
     metrics: SourceMetrics,
 }
 
@@ -138,6 +140,7 @@ impl Sources {
             nats: nats.clone(),
             declared: ArcSwap::from_pointee(read_declarations(paths, nats)?),
             values: Mutex::new(HashMap::new()),
+            failing: Mutex::default(),
             metrics: SourceMetrics::register(registry),
         })
     }
@@ -171,6 +174,20 @@ impl Sources {
         }
         tracing::info!("source declarations reloaded");
         Ok((true, intervals))
+    }
+
+    /// Why each failing source (with `on_error: fail`) failed its last fetch.
+    pub fn failures(&self) -> Vec<String> {
+        self.failing
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn is_failing(&self, id: &str) -> bool {
+        self.failing.lock().expect("not poisoned").contains_key(id)
     }
 
     /// Whether `source` is among the current declarations.
@@ -316,8 +333,31 @@ impl Sources {
         } else {
             self.value(&source.id)
         };
-        let value = self.fetch(source, previous).await?;
+        let fetched = self.fetch(source, previous).await;
+        let mut failing = self.failing.lock().expect("not poisoned");
+        let value = match fetched {
+            Ok(value) => {
+                failing.remove(&source.id);
+                value
+            }
+            Err(reason) => {
+                failing.insert(source.id.clone(), reason.clone());
+                return Err(reason);
+            }
+        };
+        drop(failing);
         let mut values = self.values.lock().expect("not poisoned");
+        // A fetch that outlived a reload of the declarations must not write
+        // over what the new declaration of its id fetched.
+        if !self
+            .declared
+            .load()
+            .sources
+            .iter()
+            .any(|s| std::ptr::eq(s.as_ref(), source))
+        {
+            return Ok(false);
+        }
         let changed = values.get(&source.id).is_none_or(|old| **old != value);
         values.insert(source.id.clone(), Arc::new(value));
         Ok(changed)
@@ -536,18 +576,19 @@ pub fn spawn_interval(context: &Arc<DaemonContext>, source: Arc<Source>) {
             if !sources.is_current(&source) {
                 return;
             }
-            let failed_before = context.last_reload().is_some_and(|r| !r.ok);
+            let was_failing = sources.is_failing(&source.id);
             match sources.refresh(&source, false).await {
-                // After a failure, a good fetch reloads even if the value is
-                // the same, so that readiness comes back.
-                Ok(changed) if changed || failed_before => {
+                // A recovered source reloads even if its value is the same,
+                // so that readiness comes back.
+                Ok(changed) if changed || was_failing => {
                     tracing::info!(source = %source.id, "source refreshed: reloading");
                     if context.reload_requests.send(ReloadTrigger::Source).is_err() {
                         return;
                     }
                 }
                 Ok(_) => {}
-                Err(reason) => {
+                // Recorded once per failure, not at every tick.
+                Err(reason) if !was_failing => {
                     tracing::error!("{reason}; keeping the last value (on_error: fail)");
                     context.metrics.reloads_failed.inc();
                     context.record_reload(ReloadRecord {
@@ -557,6 +598,7 @@ pub fn spawn_interval(context: &Arc<DaemonContext>, source: Arc<Source>) {
                         trigger: ReloadTrigger::Source,
                     });
                 }
+                Err(reason) => tracing::debug!("{reason}; still failing"),
             }
         }
     });
