@@ -235,6 +235,17 @@ pub(crate) fn duration(
     Ok(value)
 }
 
+/// A `timeout` key: at least 1 ms and at most `max`; `default` when absent.
+pub(crate) fn timeout(
+    text: Option<&str>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
+    text.map_or(Ok(default), |text| {
+        duration("timeout", text, Duration::from_millis(1), max)
+    })
+}
+
 /// A byte limit key within 1..=[`MAX_BYTES`].
 pub(crate) fn byte_limit(key: &str, value: Option<usize>) -> Result<usize, String> {
     match value {

@@ -248,15 +248,11 @@ fn compile(spec: EnricherSpec, sources: Option<&Sources>) -> Result<Enricher, St
         return Err("inject_field is empty".into());
     }
     let kind = spec.kind;
-    let timeout = match &spec.timeout {
-        Some(text) => config::duration(
-            "timeout",
-            text,
-            Duration::from_millis(1),
-            config::MAX_TIMEOUT,
-        )?,
-        None => config::DEFAULT_TIMEOUT,
-    };
+    let timeout = config::timeout(
+        spec.timeout.as_deref(),
+        config::DEFAULT_TIMEOUT,
+        config::MAX_TIMEOUT,
+    )?;
     let parse = |key: &str, text: &str| {
         Template::parse(text, kind).map_err(|err| format!("`{key}`: {err}"))
     };

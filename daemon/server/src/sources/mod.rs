@@ -525,15 +525,11 @@ fn compile(
             .map_err(|err| format!("{err} (or never, on_reload, watch)"))?,
         ),
     };
-    let timeout = match &spec.timeout {
-        Some(text) => crate::enrich::config::duration(
-            "timeout",
-            text,
-            Duration::from_millis(1),
-            config::MAX_TIMEOUT,
-        )?,
-        None => config::DEFAULT_TIMEOUT,
-    };
+    let timeout = crate::enrich::config::timeout(
+        spec.timeout.as_deref(),
+        config::DEFAULT_TIMEOUT,
+        config::MAX_TIMEOUT,
+    )?;
     let extract = spec
         .extract
         .as_deref()
