@@ -6,26 +6,16 @@
 //! the kubelet keeps the mounts current, and each daemon's file watcher
 //! reloads the enrichers when their file changes, as for rules.
 
-use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, SecretVolumeSource, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, SecretVolumeSource, Volume};
 use rsigma_crds::DetectionEngine;
 use rsigma_crds::detectionengine::FileRef;
+
+use crate::resources::{PodParts, read_only_mount};
 
 /// Where the enrichers file's object is mounted.
 pub const ENRICHERS_DIR: &str = "/etc/rsigma/enrichers";
 /// Where source file `N`'s object is mounted: `SOURCES_DIR/N`.
 pub const SOURCES_DIR: &str = "/etc/rsigma/sources";
-
-/// The arguments, volumes and mounts of `engine`'s enrichment (empty
-/// without `spec.enrichment`).
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct EnrichmentPod {
-    /// Daemon arguments.
-    pub args: Vec<String>,
-    /// Volumes: `enrichers`, `source-0`, `source-1`, ...
-    pub volumes: Vec<Volume>,
-    /// Their read-only mounts.
-    pub mounts: Vec<VolumeMount>,
-}
 
 /// Whether a pod volume name is one of the enrichment's.
 pub fn is_enrichment_volume(name: &str) -> bool {
@@ -35,9 +25,10 @@ pub fn is_enrichment_volume(name: &str) -> bool {
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The pod parts of `engine`'s `spec.enrichment`.
-pub fn pod_parts(engine: &DetectionEngine) -> EnrichmentPod {
-    let mut pod = EnrichmentPod::default();
+/// The arguments, volumes (`enrichers`, `source-0`, `source-1`, ...) and
+/// mounts of `engine`'s `spec.enrichment` (empty without it).
+pub fn pod_parts(engine: &DetectionEngine) -> PodParts {
+    let mut pod = PodParts::default();
     let Some(enrichment) = &engine.spec.enrichment else {
         return pod;
     };
@@ -62,7 +53,7 @@ pub fn pod_parts(engine: &DetectionEngine) -> EnrichmentPod {
 
 /// Mounts the whole object holding `file` (so that its other keys are the
 /// file's siblings, and kubelet updates reach it: no `subPath`).
-fn mount(pod: &mut EnrichmentPod, volume: &str, dir: &str, file: &FileRef) {
+fn mount(pod: &mut PodParts, volume: &str, dir: &str, file: &FileRef) {
     let mut source = Volume {
         name: volume.to_owned(),
         ..Default::default()
@@ -83,12 +74,7 @@ fn mount(pod: &mut EnrichmentPod, volume: &str, dir: &str, file: &FileRef) {
         (None, None) => return,
     }
     pod.volumes.push(source);
-    pod.mounts.push(VolumeMount {
-        name: volume.to_owned(),
-        mount_path: dir.to_owned(),
-        read_only: Some(true),
-        ..Default::default()
-    });
+    pod.mounts.push(read_only_mount(volume, dir));
 }
 
 #[cfg(test)]
@@ -153,6 +139,6 @@ mod tests {
         assert!(is_enrichment_volume("source-12") && is_enrichment_volume("enrichers"));
         assert!(!is_enrichment_volume("source-") && !is_enrichment_volume("sources"));
         let plain = DetectionEngine::new("plain", DetectionEngineSpec::with_image("rsigma:test"));
-        assert_eq!(pod_parts(&plain), EnrichmentPod::default());
+        assert_eq!(pod_parts(&plain), PodParts::default());
     }
 }

@@ -3,11 +3,11 @@
 //! environment variables from Secrets or as a mounted file (never as
 //! arguments), and the Secret volumes (docs/nats.md, docs/operator.md).
 
-use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 use kube::ResourceExt;
 use rsigma_crds::{DetectionEngine, InputType, NatsConnectionSpec};
+
+use crate::resources::{PodParts, read_only_mount, secret_volume};
 use sha2::{Digest, Sha256};
 
 /// Where the credentials file is mounted.
@@ -16,19 +16,6 @@ pub const CREDENTIALS_DIR: &str = "/etc/rsigma/nats";
 pub const CLIENT_TLS_DIR: &str = "/etc/rsigma/nats-tls";
 /// Where the CA bundle is mounted.
 pub const CA_DIR: &str = "/etc/rsigma/nats-ca";
-
-/// The NATS parts of a daemon pod.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct NatsPod {
-    /// Daemon arguments.
-    pub args: Vec<String>,
-    /// Environment variables of the daemon container.
-    pub env: Vec<EnvVar>,
-    /// Secret volumes.
-    pub volumes: Vec<Volume>,
-    /// Their mounts in the daemon container.
-    pub mounts: Vec<VolumeMount>,
-}
 
 /// The durable consumer an engine's pods share when the spec names none:
 /// `rsigma-NAMESPACE-NAME`, shortened with a hash of both past the 64
@@ -138,9 +125,9 @@ fn check_subject(subject: &str, wildcards: bool) -> Result<(), String> {
 
 /// The NATS arguments, environment and volumes of `engine`'s pods (empty
 /// for an engine without NATS input or outputs).
-pub fn pod_parts(engine: &DetectionEngine) -> NatsPod {
+pub fn pod_parts(engine: &DetectionEngine) -> PodParts {
     let spec = &engine.spec;
-    let mut pod = NatsPod::default();
+    let mut pod = PodParts::default();
     if let (InputType::Nats, Some(input)) = (spec.input.type_, &spec.input.nats) {
         let (scheme_tls, server) = match input.url.strip_prefix("tls://") {
             Some(server) => (true, server),
@@ -208,7 +195,7 @@ pub fn pod_parts(engine: &DetectionEngine) -> NatsPod {
 
 /// The token, user, password and NKey seed, as the environment variables
 /// the daemon reads them from.
-fn add_secret_env(pod: &mut NatsPod, connection: &NatsConnectionSpec) {
+fn add_secret_env(pod: &mut PodParts, connection: &NatsConnectionSpec) {
     for (variable, selector) in [
         ("NATS_TOKEN", &connection.token_secret_ref),
         ("NATS_USER", &connection.user_secret_ref),
@@ -228,43 +215,19 @@ fn add_secret_env(pod: &mut NatsPod, connection: &NatsConnectionSpec) {
     }
 }
 
-fn mount_key(pod: &mut NatsPod, volume: &str, dir: &str, selector: &SecretKeySelector, file: &str) {
+fn mount_key(
+    pod: &mut PodParts,
+    volume: &str,
+    dir: &str,
+    selector: &SecretKeySelector,
+    file: &str,
+) {
     pod.volumes.push(secret_volume(
         volume,
         &selector.name,
         &[(&selector.key, file)],
     ));
     pod.mounts.push(read_only_mount(volume, dir));
-}
-
-fn secret_volume(volume: &str, secret: &str, items: &[(&str, &str)]) -> Volume {
-    Volume {
-        name: volume.to_owned(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.to_owned()),
-            items: Some(
-                items
-                    .iter()
-                    .map(|(key, path)| KeyToPath {
-                        key: (*key).to_owned(),
-                        path: (*path).to_owned(),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn read_only_mount(volume: &str, dir: &str) -> VolumeMount {
-    VolumeMount {
-        name: volume.to_owned(),
-        mount_path: dir.to_owned(),
-        read_only: Some(true),
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
         core::v1::{
             Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-            EmptyDirVolumeSource, HTTPGetAction, KeyToPath, PersistentVolumeClaim,
+            EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath, PersistentVolumeClaim,
             PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext,
             PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext,
             Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume,
@@ -503,6 +503,52 @@ const RESERVED_VOLUMES: &[&str] = &[
     "nats-ca",
 ];
 
+/// What one feature of an engine (NATS, enrichment) adds to its daemon
+/// pods.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PodParts {
+    /// Daemon arguments.
+    pub args: Vec<String>,
+    /// Environment variables of the daemon container.
+    pub env: Vec<EnvVar>,
+    /// Volumes.
+    pub volumes: Vec<Volume>,
+    /// Their mounts in the daemon container.
+    pub mounts: Vec<VolumeMount>,
+}
+
+/// A volume `volume` of the keys of Secret `secret`, each `(key, file)`.
+pub(crate) fn secret_volume(volume: &str, secret: &str, items: &[(&str, &str)]) -> Volume {
+    Volume {
+        name: volume.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(
+                items
+                    .iter()
+                    .map(|(key, path)| KeyToPath {
+                        key: (*key).to_owned(),
+                        path: (*path).to_owned(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A read-only mount of `volume` at `dir`.
+pub(crate) fn read_only_mount(volume: &str, dir: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_owned(),
+        mount_path: dir.to_owned(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
 /// The objects of an engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
@@ -695,12 +741,7 @@ pub fn desired(
         },
     ];
     let mut mounts = vec![
-        VolumeMount {
-            name: "rules".to_owned(),
-            mount_path: RULES_DIR.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        },
+        read_only_mount("rules", RULES_DIR),
         VolumeMount {
             name: "tmp".to_owned(),
             mount_path: "/tmp".to_owned(),
@@ -708,52 +749,15 @@ pub fn desired(
         },
     ];
     if let Some(tls) = &spec.tls {
-        volumes.push(Volume {
-            name: "tls".to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_name.clone()),
-                items: Some(vec![
-                    KeyToPath {
-                        key: "tls.crt".to_owned(),
-                        path: "tls.crt".to_owned(),
-                        ..Default::default()
-                    },
-                    KeyToPath {
-                        key: "tls.key".to_owned(),
-                        path: "tls.key".to_owned(),
-                        ..Default::default()
-                    },
-                ]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "tls".to_owned(),
-            mount_path: TLS_DIR.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        volumes.push(secret_volume(
+            "tls",
+            &tls.secret_name,
+            &[("tls.crt", "tls.crt"), ("tls.key", "tls.key")],
+        ));
+        mounts.push(read_only_mount("tls", TLS_DIR));
         if let Some(ca) = &tls.client_ca_secret_name {
-            volumes.push(Volume {
-                name: "client-ca".to_owned(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(ca.clone()),
-                    items: Some(vec![KeyToPath {
-                        key: "ca.crt".to_owned(),
-                        path: "ca.crt".to_owned(),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-            mounts.push(VolumeMount {
-                name: "client-ca".to_owned(),
-                mount_path: CLIENT_CA_DIR.to_owned(),
-                read_only: Some(true),
-                ..Default::default()
-            });
+            volumes.push(secret_volume("client-ca", ca, &[("ca.crt", "ca.crt")]));
+            mounts.push(read_only_mount("client-ca", CLIENT_CA_DIR));
         }
     }
     let nats = crate::nats::pod_parts(engine);
