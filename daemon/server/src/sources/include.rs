@@ -28,17 +28,20 @@ pub(crate) fn load_pipelines(
                 pipelines.push(builtin);
                 continue;
             }
-            None => std::fs::read_to_string(path).ok(),
+            None => std::fs::read_to_string(path),
         };
-        let expanded = match &text {
-            Some(text) if text.contains("include") => expand(text, sources, allow_remote)
-                .map_err(|reason| format!("pipeline {}: {reason}", path.display()))?,
-            _ => None,
-        };
-        let pipeline = match expanded {
-            Some(expanded) => Pipeline::from_yaml(&expanded, path),
-            // Unreadable files are reported by the engine's loader.
-            None => Pipeline::load(spec),
+        let pipeline = match text {
+            Ok(text) => {
+                let expanded = if text.contains("include") {
+                    expand(&text, sources, allow_remote)
+                        .map_err(|reason| format!("pipeline {}: {reason}", path.display()))?
+                } else {
+                    None
+                };
+                Pipeline::from_yaml(expanded.as_deref().unwrap_or(&text), path)
+            }
+            // The engine's loader words the error (missing file, builtins).
+            Err(_) => Pipeline::load(spec),
         };
         pipelines.push(pipeline.map_err(|err| err.to_string())?);
     }

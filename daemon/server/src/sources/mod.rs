@@ -138,7 +138,11 @@ impl Sources {
         Ok(Sources {
             paths: paths.to_vec(),
             nats: nats.clone(),
-            declared: ArcSwap::from_pointee(read_declarations(paths, nats)?),
+            declared: ArcSwap::from_pointee(read_declarations(
+                paths,
+                nats,
+                declarations_digest(paths),
+            )?),
             values: Mutex::new(HashMap::new()),
             failing: Mutex::default(),
             metrics: SourceMetrics::register(registry),
@@ -151,10 +155,11 @@ impl Sources {
     /// Returns whether they changed, and the new interval sources, whose
     /// refresh tasks the caller starts ([`spawn_interval`]).
     pub async fn reload_declarations(&self) -> Result<(bool, Vec<Arc<Source>>), String> {
-        if declarations_digest(&self.paths) == self.declared.load().digest {
+        let digest = declarations_digest(&self.paths);
+        if digest == self.declared.load().digest {
             return Ok((false, Vec::new()));
         }
-        let declared = read_declarations(&self.paths, &self.nats)?;
+        let declared = read_declarations(&self.paths, &self.nats, digest)?;
         let mut fetched = Vec::with_capacity(declared.sources.len());
         for source in &declared.sources {
             let previous = self.value(&source.id);
@@ -229,33 +234,31 @@ fn declarations_digest(paths: &[PathBuf]) -> String {
 }
 
 /// Reads and checks every declaration file of `paths`. Ids must be unique.
+/// `digest` is [`declarations_digest`] of `paths`, computed by the caller.
 fn read_declarations(
     paths: &[PathBuf],
     nats: &crate::config::NatsConfig,
+    digest: String,
 ) -> Result<Declared, String> {
-    let digest = declarations_digest(paths);
     let mut sources: Vec<Arc<Source>> = Vec::new();
-    {
-        for file in declaration_files(paths)? {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|err| format!("source file {}: {err}", file.display()))?;
-            let spec: FileSpec = yaml_serde::from_str(&text)
-                .map_err(|err| format!("source file {}: {err}", file.display()))?;
-            let dir = file.parent().unwrap_or(Path::new("."));
-            for source in spec.sources {
-                let id = source.id.clone();
-                if let Some(other) = sources.iter().find(|s| s.id == id) {
-                    return Err(format!(
-                        "source {id:?} is declared in {} and in {}",
-                        other.declared_in.display(),
-                        file.display()
-                    ));
-                }
-                let compiled = compile(source, dir, &file, nats).map_err(|err| {
-                    format!("source file {}: source {id:?}: {err}", file.display())
-                })?;
-                sources.push(Arc::new(compiled));
+    for file in declaration_files(paths)? {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|err| format!("source file {}: {err}", file.display()))?;
+        let spec: FileSpec = yaml_serde::from_str(&text)
+            .map_err(|err| format!("source file {}: {err}", file.display()))?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        for source in spec.sources {
+            let id = source.id.clone();
+            if let Some(other) = sources.iter().find(|s| s.id == id) {
+                return Err(format!(
+                    "source {id:?} is declared in {} and in {}",
+                    other.declared_in.display(),
+                    file.display()
+                ));
             }
+            let compiled = compile(source, dir, &file, nats)
+                .map_err(|err| format!("source file {}: source {id:?}: {err}", file.display()))?;
+            sources.push(Arc::new(compiled));
         }
     }
     Ok(Declared { digest, sources })
