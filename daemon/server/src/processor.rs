@@ -207,7 +207,7 @@ impl Worker {
                     {
                         continue;
                     }
-                    write_record(&mut chunk, &detection.record(included), config.pretty);
+                    chunk.write_record(&detection.record(included), config.pretty);
                     metrics.detection_matches.inc();
                     metrics
                         .detection_matches_by_rule
@@ -224,7 +224,7 @@ impl Worker {
                         .set(stats.state_entries as i64);
                     metrics.correlation_evictions.set(stats.evicted as i64);
                     for found in correlated.iter() {
-                        write_record(&mut chunk, found, config.pretty);
+                        chunk.write_record(found, config.pretty);
                         metrics.correlation_matches.inc();
                         metrics
                             .correlation_matches_by_rule
@@ -244,15 +244,4 @@ impl Worker {
 /// The per-rule metric label: the id when there is one, else the title.
 fn rule_label<'a>(title: &'a str, id: &'a Option<String>) -> &'a str {
     id.as_deref().unwrap_or(title)
-}
-
-fn write_record(chunk: &mut OutputChunk, record: &impl serde::Serialize, pretty: bool) {
-    let written = if pretty {
-        serde_json::to_writer_pretty(&mut chunk.bytes, record)
-    } else {
-        serde_json::to_writer(&mut chunk.bytes, record)
-    };
-    written.expect("records serialize to JSON");
-    chunk.bytes.push(b'\n');
-    chunk.ends.push(chunk.bytes.len());
 }

@@ -47,6 +47,18 @@ impl OutputChunk {
         self.ends.push(self.bytes.len());
     }
 
+    /// Appends `record` serialized as JSON (pretty-printed with `pretty`).
+    pub fn write_record(&mut self, record: &impl Serialize, pretty: bool) {
+        let written = if pretty {
+            serde_json::to_writer_pretty(&mut self.bytes, record)
+        } else {
+            serde_json::to_writer(&mut self.bytes, record)
+        };
+        written.expect("records serialize to JSON");
+        self.bytes.push(b'\n');
+        self.ends.push(self.bytes.len());
+    }
+
     /// Appends another chunk's records and receipts.
     pub fn append(&mut self, other: OutputChunk) {
         let base = self.bytes.len();

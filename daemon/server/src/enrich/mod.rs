@@ -494,14 +494,7 @@ async fn enrich_chunk(
     for (record, result) in records.iter().zip(enriched) {
         match result {
             Enriched::Unchanged => out.push_record(record),
-            Enriched::Changed(value) => {
-                let bytes = if context.config.pretty {
-                    serde_json::to_vec_pretty(&value)
-                } else {
-                    serde_json::to_vec(&value)
-                };
-                out.push_record(&bytes.expect("records serialize to JSON"));
-            }
+            Enriched::Changed(value) => out.write_record(&value, context.config.pretty),
             Enriched::Dropped => {}
         }
     }
