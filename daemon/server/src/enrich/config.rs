@@ -203,18 +203,28 @@ impl EnricherSpec {
                 &[Primitive::Command],
             ),
         ];
-        for (key, present, owners) in keys {
-            if present && !owners.contains(&self.primitive) {
-                let owners: Vec<&str> = owners.iter().map(|p| p.as_str()).collect();
-                return Err(format!(
-                    "`{key}` is a key of type {}, not of type {}",
-                    owners.join(" and "),
-                    self.primitive.as_str()
-                ));
-            }
-        }
-        Ok(())
+        check_key_owners(&keys, self.primitive, Primitive::as_str)
     }
+}
+
+/// Refuses a key that is present but belongs to other types than `this`:
+/// `keys` lists each key, whether it is present and the types that own it.
+pub(crate) fn check_key_owners<T: Copy + PartialEq>(
+    keys: &[(&str, bool, &[T])],
+    this: T,
+    name: fn(T) -> &'static str,
+) -> Result<(), String> {
+    for (key, present, owners) in keys {
+        if *present && !owners.contains(&this) {
+            let owners: Vec<&str> = owners.iter().map(|t| name(*t)).collect();
+            return Err(format!(
+                "`{key}` is a key of type {}, not of type {}",
+                owners.join(" and "),
+                name(this)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses a humantime duration key within `max`.

@@ -100,17 +100,7 @@ fn check_keys(spec: &SourceSpec) -> Result<(), String> {
         ("bucket", spec.bucket.is_some(), &[Nats]),
         ("key", spec.key.is_some(), &[Nats]),
     ];
-    for (key, present, owners) in keys {
-        if present && !owners.contains(&spec.source_type) {
-            let owners: Vec<&str> = owners.iter().map(|t| type_name(*t)).collect();
-            return Err(format!(
-                "`{key}` is a key of type {}, not of type {}",
-                owners.join(" and "),
-                type_name(spec.source_type)
-            ));
-        }
-    }
-    Ok(())
+    crate::enrich::config::check_key_owners(&keys, spec.source_type, type_name)
 }
 
 fn type_name(source_type: SourceType) -> &'static str {
