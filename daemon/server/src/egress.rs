@@ -18,6 +18,15 @@ pub(crate) fn client(allow_link_local: bool) -> Result<reqwest::Client, String> 
         .map_err(|err| format!("cannot build the HTTP client: {err}"))
 }
 
+/// The `method` key (any case; GET when absent).
+pub(crate) fn method(name: Option<&str>) -> Result<reqwest::Method, String> {
+    match name {
+        None => Ok(reqwest::Method::GET),
+        Some(name) => reqwest::Method::from_bytes(name.to_ascii_uppercase().as_bytes())
+            .map_err(|_| format!("`method: {name}` is not an HTTP method")),
+    }
+}
+
 /// Parses `url` and refuses other schemes than http(s) and a blocked
 /// address written in it.
 pub(crate) fn check_url(url: &str, allow_link_local: bool) -> Result<reqwest::Url, String> {

@@ -52,11 +52,7 @@ pub(crate) struct HttpSettings {
 impl HttpEnricher {
     /// Builds the client. Errors name the key at fault.
     pub(crate) fn new(settings: HttpSettings) -> Result<HttpEnricher, String> {
-        let method = match settings.method.as_deref() {
-            None => Method::GET,
-            Some(name) => Method::from_bytes(name.to_ascii_uppercase().as_bytes())
-                .map_err(|_| format!("`method: {name}` is not an HTTP method"))?,
-        };
+        let method = egress::method(settings.method.as_deref())?;
         let headers = settings
             .headers
             .into_iter()

@@ -146,11 +146,7 @@ impl Fetcher {
                 let url = expand("url", spec.url.as_deref().ok_or_else(|| needs("url"))?)?;
                 let allow_link_local = spec.allow_link_local.unwrap_or(false);
                 egress::check_url(&url, allow_link_local).map_err(|err| format!("`url`: {err}"))?;
-                let method = match spec.method.as_deref() {
-                    None => Method::GET,
-                    Some(name) => Method::from_bytes(name.to_ascii_uppercase().as_bytes())
-                        .map_err(|_| format!("`method: {name}` is not an HTTP method"))?,
-                };
+                let method = egress::method(spec.method.as_deref())?;
                 let mut headers = Vec::new();
                 for (name, value) in spec.headers.iter().flatten() {
                     let header = HeaderName::from_bytes(name.as_bytes())
